@@ -1,0 +1,3 @@
+//! The `p2p` command.
+
+fn main() {}

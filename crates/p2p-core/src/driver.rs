@@ -1,0 +1,217 @@
+//! The one seam between this workspace and a GPU: the [`Driver`] trait.
+//!
+//! Handles are plain values (device ordinal + raw number) so that memory,
+//! streams and events made elsewhere (PyTorch's current stream, a `cudarc`
+//! buffer) can be used without wrapping them. Owning wrappers with `Drop`
+//! live in `memory`. The CUDA backend maps each raw number to the driver's
+//! own handle (`CUdeviceptr`, `CUstream`, `CUevent`); the simulated backend
+//! to its own tables.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::{DeviceInfo, Error, PeerClaim, Result};
+
+/// Which implementation a [`Driver`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// Real GPUs through the CUDA driver API.
+    Cuda,
+    /// Fake GPUs whose memory is host memory (tests, machines without GPUs).
+    Simulated,
+}
+
+/// An address in one device's memory. `addr` is a `CUdeviceptr` on CUDA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DevicePtr {
+    pub device: usize,
+    pub addr: u64,
+}
+
+impl DevicePtr {
+    /// The address `bytes` further on, on the same device.
+    pub fn offset(self, bytes: usize) -> DevicePtr {
+        DevicePtr {
+            device: self.device,
+            addr: self.addr + bytes as u64,
+        }
+    }
+}
+
+/// A stream of one device. `raw` is a `CUstream` on CUDA (0 = legacy default stream).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StreamId {
+    pub device: usize,
+    pub raw: u64,
+}
+
+/// An event created on one device. `raw` is a `CUevent` on CUDA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct EventId {
+    pub device: usize,
+    pub raw: u64,
+}
+
+/// A stream-ordered memory pool (`CUmemoryPool`) that owns some device memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PoolId {
+    pub device: usize,
+    pub raw: u64,
+}
+
+/// How device memory is allocated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AllocKind {
+    /// `cuMemAlloc`: covered by `cuCtxEnablePeerAccess`.
+    Plain,
+    /// `cuMemAllocAsync` from the device's default pool (what `cudarc` and
+    /// PyTorch's `cudaMallocAsync` backend use): peers need `cuMemPoolSetAccess`.
+    Pool,
+}
+
+/// Everything the probe and the executor need from a GPU backend.
+///
+/// All methods are callable from any thread. Methods that take raw addresses
+/// are `unsafe`: the caller promises the memory is live and large enough
+/// until the work queued on the stream has finished.
+pub trait Driver: Send + Sync + fmt::Debug {
+    /// Which backend this is.
+    fn backend(&self) -> Backend;
+
+    /// Driver version as CUDA encodes it (`12080` = 12.8).
+    fn driver_version(&self) -> i32;
+
+    /// The visible devices, in ordinal order.
+    fn devices(&self) -> &[DeviceInfo];
+
+    /// Number of visible devices.
+    fn device_count(&self) -> usize {
+        self.devices().len()
+    }
+
+    /// `Err(InvalidDevice)` unless `ordinal` names a visible device.
+    fn check_device(&self, ordinal: usize) -> Result<()> {
+        let count = self.device_count();
+        if ordinal < count {
+            Ok(())
+        } else {
+            Err(Error::InvalidDevice { ordinal, count })
+        }
+    }
+
+    /// What the driver claims about peer access from `from` to `to`.
+    fn claim(&self, from: usize, to: usize) -> Result<PeerClaim>;
+
+    /// Lets `accessor` reach memory allocated on `owner`
+    /// (`cuCtxEnablePeerAccess` in `accessor`'s context). Already enabled is success.
+    fn enable_peer_access(&self, accessor: usize, owner: usize) -> Result<()>;
+
+    /// Allocates `bytes` (may be 0) on `device`.
+    fn alloc_device(&self, device: usize, bytes: usize, kind: AllocKind) -> Result<DevicePtr>;
+
+    /// Frees memory from [`Driver::alloc_device`].
+    ///
+    /// # Safety
+    /// `ptr` came from `alloc_device` of this driver, is freed once, and no
+    /// queued work still uses it.
+    unsafe fn free_device(&self, ptr: DevicePtr) -> Result<()>;
+
+    /// Allocates `bytes` of page-locked host memory, reachable by DMA from every device.
+    fn alloc_pinned(&self, bytes: usize) -> Result<*mut u8>;
+
+    /// Frees memory from [`Driver::alloc_pinned`].
+    ///
+    /// # Safety
+    /// `ptr` came from `alloc_pinned` of this driver, is freed once, and no
+    /// queued work still uses it.
+    unsafe fn free_pinned(&self, ptr: *mut u8) -> Result<()>;
+
+    /// The pool that owns `ptr`, or `None` for memory not from a stream-ordered pool.
+    fn pool_of(&self, ptr: DevicePtr) -> Result<Option<PoolId>>;
+
+    /// Lets `accessor` read and write memory of `pool` (`cuMemPoolSetAccess`).
+    fn grant_pool_access(&self, pool: PoolId, accessor: usize) -> Result<()>;
+
+    /// A new non-blocking stream on `device`.
+    fn create_stream(&self, device: usize) -> Result<StreamId>;
+
+    /// # Safety
+    /// `stream` came from `create_stream` of this driver and is destroyed once.
+    unsafe fn destroy_stream(&self, stream: StreamId) -> Result<()>;
+
+    /// A new event on `device`, with timing enabled.
+    fn create_event(&self, device: usize) -> Result<EventId>;
+
+    /// # Safety
+    /// `event` came from `create_event` of this driver and is destroyed once.
+    unsafe fn destroy_event(&self, event: EventId) -> Result<()>;
+
+    /// Queues a copy between two devices' memory (`cuMemcpyPeerAsync`).
+    /// `src.device == dst.device` is a plain device-to-device copy.
+    ///
+    /// # Safety
+    /// Both ranges are live allocations of at least `bytes` until the copy is done.
+    unsafe fn copy_peer_async(&self, dst: DevicePtr, src: DevicePtr, bytes: usize, stream: StreamId) -> Result<()>;
+
+    /// Queues a device-to-host copy.
+    ///
+    /// # Safety
+    /// `dst` is valid for `bytes` writes and `src` for `bytes` reads until the copy is done.
+    unsafe fn copy_dtoh_async(&self, dst: *mut u8, src: DevicePtr, bytes: usize, stream: StreamId) -> Result<()>;
+
+    /// Queues a host-to-device copy.
+    ///
+    /// # Safety
+    /// `src` is valid for `bytes` reads and `dst` for `bytes` writes until the copy is done.
+    unsafe fn copy_htod_async(&self, dst: DevicePtr, src: *const u8, bytes: usize, stream: StreamId) -> Result<()>;
+
+    /// Queues a fill of `bytes` bytes with `value`.
+    ///
+    /// # Safety
+    /// `dst` is a live allocation of at least `bytes`.
+    unsafe fn memset_async(&self, dst: DevicePtr, value: u8, bytes: usize, stream: StreamId) -> Result<()>;
+
+    /// Records `event` at the current end of `stream`.
+    fn record_event(&self, event: EventId, stream: StreamId) -> Result<()>;
+
+    /// Makes later work on `stream` wait for `event` (no host blocking).
+    fn stream_wait_event(&self, stream: StreamId, event: EventId) -> Result<()>;
+
+    /// Whether the work before `event` has finished.
+    fn event_done(&self, event: EventId) -> Result<bool>;
+
+    /// Milliseconds between two completed events.
+    fn event_elapsed_ms(&self, start: EventId, end: EventId) -> Result<f32>;
+
+    /// Blocks until everything queued on `stream` has finished (no deadline).
+    fn synchronize_stream(&self, stream: StreamId) -> Result<()>;
+
+    /// Blocks until `event` is done or `deadline` has passed.
+    ///
+    /// Polls, so that a hung copy becomes a [`Error::Timeout`] instead of a hung
+    /// process: spins briefly (short copies finish in microseconds), then sleeps.
+    fn wait_event(&self, event: EventId, deadline: Duration) -> Result<()> {
+        let start = Instant::now();
+        let mut spins = 0u32;
+        loop {
+            if self.event_done(event)? {
+                return Ok(());
+            }
+            let waited = start.elapsed();
+            if waited >= deadline {
+                return Err(Error::Timeout {
+                    what: format!("work on cuda:{}", event.device),
+                    after_ms: deadline.as_millis() as u64,
+                });
+            }
+            spins += 1;
+            if spins < 2000 {
+                std::hint::spin_loop();
+            } else if spins < 2200 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! Devices, the directed peer-to-peer probe, verdicts and their cache.
+//!
+//! `p2p-core` answers one question per ordered pair of GPUs: does a direct
+//! peer copy from `from` to `to` really deliver the right bytes? It asks the
+//! driver what it claims, then checks with a real copy (`probe`), and
+//! remembers the answer in a `PeerTable` backed by an on-disk cache.
+//!
+//! Everything that touches a device goes through the [`Driver`] trait, which
+//! has a CUDA backend (`cuda`, on `cudarc`) and a simulated one (`sim`) whose
+//! GPUs are host memory with fault injection.
+
+mod device;
+mod driver;
+mod error;
+mod location;
+pub mod memory;
+mod verdict;
+
+pub use device::{DeviceInfo, PeerClaim};
+pub use driver::{AllocKind, Backend, DevicePtr, Driver, EventId, PoolId, StreamId};
+pub use error::{Error, Result};
+pub use location::{Location, ParseLocationError};
+pub use verdict::{PairState, PeerVerdict, Reason};

@@ -1,0 +1,238 @@
+//! Owning wrappers over driver handles: freed on drop, errors logged, never panics.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::{AllocKind, DevicePtr, Driver, EventId, Result, StreamId};
+
+/// Device memory owned by this value.
+pub struct DeviceBuffer {
+    driver: Arc<dyn Driver>,
+    ptr: DevicePtr,
+    len: usize,
+}
+
+impl DeviceBuffer {
+    /// Allocates `len` bytes on `device`.
+    pub fn new(driver: &Arc<dyn Driver>, device: usize, len: usize, kind: AllocKind) -> Result<Self> {
+        driver.check_device(device)?;
+        let ptr = driver.alloc_device(device, len, kind)?;
+        Ok(DeviceBuffer { driver: driver.clone(), ptr, len })
+    }
+
+    pub fn ptr(&self) -> DevicePtr {
+        self.ptr
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn device(&self) -> usize {
+        self.ptr.device
+    }
+
+    /// Copies the whole buffer to a new `Vec`, blocking on `stream`.
+    pub fn read_to_vec(&self, stream: &Stream) -> Result<Vec<u8>> {
+        let mut out = vec![0u8; self.len];
+        if self.len > 0 {
+            // SAFETY: `out` holds `len` bytes and outlives the synchronize below;
+            // `self` is live for the same span.
+            unsafe { self.driver.copy_dtoh_async(out.as_mut_ptr(), self.ptr, self.len, stream.id())? };
+            stream.synchronize()?;
+        }
+        Ok(out)
+    }
+
+    /// Overwrites the start of the buffer with `data`, blocking on `stream`.
+    pub fn write_from_slice(&self, data: &[u8], stream: &Stream) -> Result<()> {
+        assert!(data.len() <= self.len, "write of {} bytes into a buffer of {}", data.len(), self.len);
+        if !data.is_empty() {
+            // SAFETY: both ranges are in bounds and live until the synchronize below.
+            unsafe { self.driver.copy_htod_async(self.ptr, data.as_ptr(), data.len(), stream.id())? };
+            stream.synchronize()?;
+        }
+        Ok(())
+    }
+
+    /// Gives up ownership without freeing: for memory that a hung copy may
+    /// still write to, where freeing would let the driver reuse it under the copy.
+    pub fn leak(self) -> DevicePtr {
+        let ptr = self.ptr;
+        std::mem::forget(self);
+        ptr
+    }
+}
+
+impl Drop for DeviceBuffer {
+    fn drop(&mut self) {
+        // SAFETY: we own `ptr`, it came from `alloc_device`, and this is the only free.
+        if let Err(err) = unsafe { self.driver.free_device(self.ptr) } {
+            tracing::warn!("freeing {} bytes on cuda:{}: {err}", self.len, self.ptr.device);
+        }
+    }
+}
+
+impl fmt::Debug for DeviceBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeviceBuffer").field("ptr", &self.ptr).field("len", &self.len).finish()
+    }
+}
+
+/// Page-locked host memory owned by this value.
+pub struct PinnedBuffer {
+    driver: Arc<dyn Driver>,
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the buffer is plain host memory owned by this value; access goes
+// through `&self`/`&mut self`, so the usual borrow rules keep it race-free.
+unsafe impl Send for PinnedBuffer {}
+// SAFETY: shared access only hands out `&[u8]`.
+unsafe impl Sync for PinnedBuffer {}
+
+impl PinnedBuffer {
+    /// Allocates `len` bytes of pinned host memory.
+    pub fn new(driver: &Arc<dyn Driver>, len: usize) -> Result<Self> {
+        let ptr = driver.alloc_pinned(len.max(1))?;
+        Ok(PinnedBuffer { driver: driver.clone(), ptr, len })
+    }
+
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr
+    }
+
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: `ptr` is a live allocation of at least `len` bytes owned by self.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and `&mut self` makes this the only access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl Drop for PinnedBuffer {
+    fn drop(&mut self) {
+        // SAFETY: we own `ptr`, it came from `alloc_pinned`, and this is the only free.
+        if let Err(err) = unsafe { self.driver.free_pinned(self.ptr) } {
+            tracing::warn!("freeing {} pinned bytes: {err}", self.len);
+        }
+    }
+}
+
+impl fmt::Debug for PinnedBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PinnedBuffer").field("len", &self.len).finish()
+    }
+}
+
+/// A stream owned by this value.
+pub struct Stream {
+    driver: Arc<dyn Driver>,
+    id: StreamId,
+}
+
+impl Stream {
+    pub fn new(driver: &Arc<dyn Driver>, device: usize) -> Result<Self> {
+        driver.check_device(device)?;
+        let id = driver.create_stream(device)?;
+        Ok(Stream { driver: driver.clone(), id })
+    }
+
+    pub fn id(&self) -> StreamId {
+        self.id
+    }
+
+    pub fn device(&self) -> usize {
+        self.id.device
+    }
+
+    pub fn synchronize(&self) -> Result<()> {
+        self.driver.synchronize_stream(self.id)
+    }
+
+    /// Gives up ownership without destroying: for a stream with hung work on it.
+    pub fn leak(self) -> StreamId {
+        let id = self.id;
+        std::mem::forget(self);
+        id
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        // SAFETY: we own the stream and destroy it once.
+        if let Err(err) = unsafe { self.driver.destroy_stream(self.id) } {
+            tracing::warn!("destroying a stream on cuda:{}: {err}", self.id.device);
+        }
+    }
+}
+
+impl fmt::Debug for Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Stream").field(&self.id).finish()
+    }
+}
+
+/// An event owned by this value.
+pub struct Event {
+    driver: Arc<dyn Driver>,
+    id: EventId,
+}
+
+impl Event {
+    pub fn new(driver: &Arc<dyn Driver>, device: usize) -> Result<Self> {
+        driver.check_device(device)?;
+        let id = driver.create_event(device)?;
+        Ok(Event { driver: driver.clone(), id })
+    }
+
+    pub fn id(&self) -> EventId {
+        self.id
+    }
+
+    pub fn record(&self, stream: &Stream) -> Result<()> {
+        self.driver.record_event(self.id, stream.id())
+    }
+
+    /// Gives up ownership without destroying: for an event behind hung work.
+    pub fn leak(self) -> EventId {
+        let id = self.id;
+        std::mem::forget(self);
+        id
+    }
+}
+
+impl Drop for Event {
+    fn drop(&mut self) {
+        // SAFETY: we own the event and destroy it once.
+        if let Err(err) = unsafe { self.driver.destroy_event(self.id) } {
+            tracing::warn!("destroying an event on cuda:{}: {err}", self.id.device);
+        }
+    }
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Event").field(&self.id).finish()
+    }
+}

@@ -1,0 +1,1 @@
+//! Plans and carries out tensor moves between CUDA devices.

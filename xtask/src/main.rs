@@ -1,0 +1,3 @@
+//! Project tasks: `cargo xtask test | gpu-test | bench`.
+
+fn main() {}
