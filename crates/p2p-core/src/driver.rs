@@ -59,6 +59,14 @@ pub struct PoolId {
     pub raw: u64,
 }
 
+/// One device-to-device copy of a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CopyDesc {
+    pub dst: DevicePtr,
+    pub src: DevicePtr,
+    pub bytes: usize,
+}
+
 /// How device memory is allocated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AllocKind {
@@ -152,6 +160,20 @@ pub trait Driver: Send + Sync + fmt::Debug {
     /// # Safety
     /// Both ranges are live allocations of at least `bytes` until the copy is done.
     unsafe fn copy_peer_async(&self, dst: DevicePtr, src: DevicePtr, bytes: usize, stream: StreamId) -> Result<()>;
+
+    /// Queues many device-to-device copies on one stream. The CUDA backend
+    /// uses one `cuMemcpyBatchAsync` call where the driver has it (12.8+);
+    /// the default queues them one by one.
+    ///
+    /// # Safety
+    /// As [`Driver::copy_peer_async`], for every copy.
+    unsafe fn copy_batch_async(&self, copies: &[CopyDesc], stream: StreamId) -> Result<()> {
+        for copy in copies {
+            // SAFETY: the caller upholds `copy_peer_async`'s contract for each copy.
+            unsafe { self.copy_peer_async(copy.dst, copy.src, copy.bytes, stream)? };
+        }
+        Ok(())
+    }
 
     /// Queues a device-to-host copy.
     ///

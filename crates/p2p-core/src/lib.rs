@@ -9,15 +9,26 @@
 //! has a CUDA backend (`cuda`, on `cudarc`) and a simulated one (`sim`) whose
 //! GPUs are host memory with fault injection.
 
+pub mod cache;
+pub mod config;
+pub mod cuda;
 mod device;
 mod driver;
 mod error;
 mod location;
 pub mod memory;
+pub mod probe;
+pub mod sim;
+mod table;
 mod verdict;
 
+pub use cuda::CudaDriver;
 pub use device::{DeviceInfo, PeerClaim};
-pub use driver::{AllocKind, Backend, DevicePtr, Driver, EventId, PoolId, StreamId};
+pub use driver::{AllocKind, Backend, CopyDesc, DevicePtr, Driver, EventId, PoolId, StreamId};
 pub use error::{Error, Result};
+pub use config::{CacheSetting, Config, DisabledPairs};
+pub use probe::{probe_pair, ProbeOptions};
+pub use sim::SimDriver;
+pub use table::PeerTable;
 pub use location::{Location, ParseLocationError};
 pub use verdict::{PairState, PeerVerdict, Reason};

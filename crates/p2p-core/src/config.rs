@@ -1,0 +1,222 @@
+//! Operator settings: which pairs are disabled, the cache, the probe deadline.
+//!
+//! Read from `P2P_*` environment variables by [`Config::from_env`]; tests and
+//! programs build a [`Config`] directly instead.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::probe::ProbeOptions;
+use crate::{Error, Result};
+
+/// `P2P_DISABLE`: `all`, or ordered pairs `0->1,2->3`, or `0<->1` for both ways.
+pub const ENV_DISABLE: &str = "P2P_DISABLE";
+/// `P2P_REPROBE=1`: ignore cached verdicts and probe again.
+pub const ENV_REPROBE: &str = "P2P_REPROBE";
+/// `P2P_CACHE_DIR`: where the verdict cache lives.
+pub const ENV_CACHE_DIR: &str = "P2P_CACHE_DIR";
+/// `P2P_NO_CACHE=1`: neither read nor write the cache.
+pub const ENV_NO_CACHE: &str = "P2P_NO_CACHE";
+/// `P2P_PROBE_TIMEOUT_MS`: how long a probe copy may take.
+pub const ENV_PROBE_TIMEOUT_MS: &str = "P2P_PROBE_TIMEOUT_MS";
+
+/// Pairs on which peer copy is turned off by the operator.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum DisabledPairs {
+    /// Peer copy allowed wherever the probe verifies it.
+    #[default]
+    None,
+    /// Peer copy off everywhere.
+    All,
+    /// Peer copy off for these ordered pairs.
+    Pairs(BTreeSet<(usize, usize)>),
+}
+
+impl DisabledPairs {
+    /// Whether `from -> to` is disabled.
+    pub fn contains(&self, from: usize, to: usize) -> bool {
+        match self {
+            DisabledPairs::None => false,
+            DisabledPairs::All => from != to,
+            DisabledPairs::Pairs(set) => set.contains(&(from, to)),
+        }
+    }
+
+    /// Parses `all`, `none`, or `0->1,2->3,1<->2`.
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        let text = text.trim();
+        match text.to_ascii_lowercase().as_str() {
+            "" | "none" | "0" => return Ok(DisabledPairs::None),
+            "all" | "1" => return Ok(DisabledPairs::All),
+            _ => {}
+        }
+        let mut set = BTreeSet::new();
+        for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (both, parts) = if let Some((a, b)) = item.split_once("<->") {
+                (true, (a, b))
+            } else if let Some((a, b)) = item.split_once("->") {
+                (false, (a, b))
+            } else {
+                return Err(format!("`{item}` is not a pair; write `0->1` or `0<->1`"));
+            };
+            let ordinal = |s: &str| {
+                s.trim()
+                    .parse::<usize>()
+                    .map_err(|_| format!("`{}` in `{item}` is not a device ordinal", s.trim()))
+            };
+            let (from, to) = (ordinal(parts.0)?, ordinal(parts.1)?);
+            set.insert((from, to));
+            if both {
+                set.insert((to, from));
+            }
+        }
+        Ok(DisabledPairs::Pairs(set))
+    }
+}
+
+/// Where cached verdicts are read from and written to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheSetting {
+    /// No cache: every process probes afresh.
+    Off,
+    /// Cache files in this folder (one per machine fingerprint).
+    Dir(PathBuf),
+}
+
+impl CacheSetting {
+    /// The platform's cache folder + `p2p-move` (`~/.cache/p2p-move` on Linux).
+    pub fn platform_default() -> CacheSetting {
+        match dirs::cache_dir() {
+            Some(dir) => CacheSetting::Dir(dir.join("p2p-move")),
+            None => {
+                tracing::warn!("no cache directory on this platform; verdicts will not be cached (set {ENV_CACHE_DIR})");
+                CacheSetting::Off
+            }
+        }
+    }
+}
+
+/// Everything a [`crate::PeerTable`] needs to know besides the driver.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub disabled: DisabledPairs,
+    /// Ignore cached verdicts (new verdicts are still written).
+    pub reprobe: bool,
+    pub cache: CacheSetting,
+    pub probe: ProbeOptions,
+}
+
+impl Default for Config {
+    /// No pairs disabled, no cache, default probe options: what tests want.
+    fn default() -> Self {
+        Config {
+            disabled: DisabledPairs::None,
+            reprobe: false,
+            cache: CacheSetting::Off,
+            probe: ProbeOptions::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Settings from the process environment, on top of the platform's cache folder.
+    pub fn from_env() -> Result<Config> {
+        Config::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// Settings from any variable lookup (testable without touching the process environment).
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Config> {
+        let mut config = Config {
+            cache: CacheSetting::platform_default(),
+            ..Config::default()
+        };
+        if let Some(value) = var(ENV_DISABLE) {
+            config.disabled = DisabledPairs::parse(&value).map_err(|message| Error::InvalidEnv {
+                name: ENV_DISABLE,
+                value: value.clone(),
+                message,
+            })?;
+        }
+        config.reprobe = flag(&var, ENV_REPROBE)?;
+        if let Some(dir) = var(ENV_CACHE_DIR).filter(|d| !d.trim().is_empty()) {
+            config.cache = CacheSetting::Dir(PathBuf::from(dir));
+        }
+        if flag(&var, ENV_NO_CACHE)? {
+            config.cache = CacheSetting::Off;
+        }
+        if let Some(value) = var(ENV_PROBE_TIMEOUT_MS) {
+            let ms: u64 = value
+                .trim()
+                .parse()
+                .ok()
+                .filter(|&ms| ms > 0)
+                .ok_or_else(|| Error::InvalidEnv {
+                    name: ENV_PROBE_TIMEOUT_MS,
+                    value: value.clone(),
+                    message: "expected a whole number of milliseconds above 0".into(),
+                })?;
+            config.probe.deadline = Duration::from_millis(ms);
+        }
+        Ok(config)
+    }
+}
+
+fn flag(var: &impl Fn(&str) -> Option<String>, name: &'static str) -> Result<bool> {
+    match var(name).as_deref().map(str::trim) {
+        None | Some("") | Some("0") | Some("false") | Some("no") => Ok(false),
+        Some("1") | Some("true") | Some("yes") => Ok(true),
+        Some(other) => Err(Error::InvalidEnv {
+            name,
+            value: other.to_string(),
+            message: "expected 1 or 0".into(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_vars(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn parses_disabled_pairs() {
+        assert_eq!(DisabledPairs::parse("all").unwrap(), DisabledPairs::All);
+        let pairs = DisabledPairs::parse("0->1, 2<->3").unwrap();
+        assert!(pairs.contains(0, 1));
+        assert!(!pairs.contains(1, 0));
+        assert!(pairs.contains(2, 3) && pairs.contains(3, 2));
+        assert!(DisabledPairs::parse("0-1").is_err());
+        assert!(DisabledPairs::parse("a->1").is_err());
+        assert!(!DisabledPairs::All.contains(2, 2));
+    }
+
+    #[test]
+    fn reads_every_variable() {
+        let c = config(&[
+            (ENV_DISABLE, "1->0"),
+            (ENV_REPROBE, "1"),
+            (ENV_CACHE_DIR, "/tmp/x"),
+            (ENV_PROBE_TIMEOUT_MS, "250"),
+        ])
+        .unwrap();
+        assert!(c.disabled.contains(1, 0));
+        assert!(c.reprobe);
+        assert_eq!(c.cache, CacheSetting::Dir("/tmp/x".into()));
+        assert_eq!(c.probe.deadline, Duration::from_millis(250));
+        assert_eq!(config(&[(ENV_NO_CACHE, "1")]).unwrap().cache, CacheSetting::Off);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let err = config(&[(ENV_PROBE_TIMEOUT_MS, "soon")]).unwrap_err();
+        assert!(err.to_string().contains(ENV_PROBE_TIMEOUT_MS), "{err}");
+        assert!(config(&[(ENV_DISABLE, "0=>1")]).is_err());
+        assert!(config(&[(ENV_REPROBE, "maybe")]).is_err());
+    }
+}

@@ -1,0 +1,316 @@
+//! The routes, carried out on raw addresses: the only module of this crate
+//! that queues copies on memory it does not own.
+//!
+//! Every function here is `unsafe` with one contract: the source range is
+//! readable and the destination writable for `len` bytes until the returned
+//! completion event has fired (or until the function returns, for the parts
+//! that run on the host). `Mover` upholds it through borrows.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use p2p_core::memory::{DeviceBuffer, PinnedBuffer};
+use p2p_core::{AllocKind, CopyDesc, DevicePtr, Driver, Result};
+
+use super::events::{DeviceResources, PooledEvent};
+use super::staging::StagingPool;
+use crate::plan::Chunk;
+
+/// What the routes share: the driver, streams and events, the pinned pool.
+pub(crate) struct RouteContext<'a> {
+    pub(crate) driver: &'a Arc<dyn Driver>,
+    pub(crate) res: &'a DeviceResources,
+    pub(crate) staging: &'a StagingPool,
+    /// Work that must finish before the copy reads or writes anything.
+    pub(crate) start: &'a [PooledEvent],
+    /// How long a host-side wait on a copy may take before it is called hung.
+    pub(crate) deadline: Duration,
+}
+
+impl RouteContext<'_> {
+    /// Makes `stream` wait for the caller's prior work.
+    fn wait_start(&self, stream: p2p_core::StreamId) -> Result<()> {
+        for event in self.start {
+            self.driver.stream_wait_event(stream, event.id())?;
+        }
+        Ok(())
+    }
+
+    /// An event recorded now at the end of `stream`.
+    fn mark(&self, device: usize, stream: p2p_core::StreamId) -> Result<PooledEvent> {
+        let event = self.res.event(device)?;
+        event.record(stream)?;
+        Ok(event)
+    }
+}
+
+/// Direct peer copy (or same-device copy) on the source's outbound stream.
+///
+/// # Safety
+/// See the module docs.
+pub(crate) unsafe fn peer(cx: &RouteContext<'_>, dst: DevicePtr, src: DevicePtr, len: usize) -> Result<PooledEvent> {
+    let stream = cx.res.outbound(src.device)?;
+    cx.wait_start(stream)?;
+    // SAFETY: the caller keeps both ranges valid until the returned event fires.
+    unsafe { cx.driver.copy_peer_async(dst, src, len, stream)? };
+    cx.mark(src.device, stream)
+}
+
+/// Many peer copies from one device, in one batch call where the driver can.
+///
+/// # Safety
+/// See the module docs, for every copy.
+pub(crate) unsafe fn peer_batch(cx: &RouteContext<'_>, from: usize, copies: &[CopyDesc]) -> Result<PooledEvent> {
+    let stream = cx.res.outbound(from)?;
+    cx.wait_start(stream)?;
+    // SAFETY: the caller keeps every range valid until the returned event fires.
+    unsafe { cx.driver.copy_batch_async(copies, stream)? };
+    cx.mark(from, stream)
+}
+
+/// Device to device through pinned host memory: D2H on the source's stream,
+/// H2D on the destination's, chained per buffer by events, no host waits.
+///
+/// # Safety
+/// See the module docs.
+pub(crate) unsafe fn staged(
+    cx: &RouteContext<'_>,
+    dst: DevicePtr,
+    src: DevicePtr,
+    chunks: &[Chunk],
+    depth: usize,
+) -> Result<PooledEvent> {
+    let (out, inb) = (cx.res.outbound(src.device)?, cx.res.inbound(dst.device)?);
+    cx.wait_start(out)?;
+    cx.wait_start(inb)?;
+    let depth = depth.clamp(1, chunks.len().max(1));
+    let chunk_len = chunks.iter().map(|c| c.len).max().unwrap_or(0);
+    let slots = cx.staging.acquire(depth, chunk_len)?;
+    let result = (|| {
+        let mut downloaded: Vec<Option<PooledEvent>> = (0..depth).map(|_| None).collect();
+        let mut uploaded: Vec<Option<PooledEvent>> = (0..depth).map(|_| None).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let slot = i % depth;
+            if let Some(free) = &uploaded[slot] {
+                cx.driver.stream_wait_event(out, free.id())?;
+            }
+            let host = slots[slot].as_ptr().cast_mut();
+            // SAFETY: the slot holds at least `chunk_len` bytes and is ours until
+            // the final event; the caller keeps `src` valid.
+            unsafe { cx.driver.copy_dtoh_async(host, src.offset(chunk.offset), chunk.len, out)? };
+            let down = cx.mark(src.device, out)?;
+            cx.driver.stream_wait_event(inb, down.id())?;
+            downloaded[slot] = Some(down);
+            // SAFETY: as above; the caller keeps `dst` valid.
+            unsafe { cx.driver.copy_htod_async(dst.offset(chunk.offset), host, chunk.len, inb)? };
+            uploaded[slot] = Some(cx.mark(dst.device, inb)?);
+        }
+        cx.mark(dst.device, inb)
+    })();
+    finish_with_slots(cx, slots, dst.device, inb, result)
+}
+
+/// Device to device through a third GPU: two peer legs pipelined through
+/// scratch buffers on `mid`.
+///
+/// # Safety
+/// See the module docs.
+pub(crate) unsafe fn via(
+    cx: &RouteContext<'_>,
+    dst: DevicePtr,
+    src: DevicePtr,
+    mid: usize,
+    chunks: &[Chunk],
+    depth: usize,
+) -> Result<(PooledEvent, Vec<DeviceBuffer>)> {
+    let (first, second) = (cx.res.outbound(src.device)?, cx.res.inbound(dst.device)?);
+    cx.wait_start(first)?;
+    cx.wait_start(second)?;
+    let depth = depth.clamp(1, chunks.len().max(1));
+    let chunk_len = chunks.iter().map(|c| c.len).max().unwrap_or(0);
+    let scratch = (0..depth)
+        .map(|_| DeviceBuffer::new(cx.driver, mid, chunk_len, AllocKind::Plain))
+        .collect::<Result<Vec<_>>>()?;
+    let mut landed: Vec<Option<PooledEvent>> = (0..depth).map(|_| None).collect();
+    let mut forwarded: Vec<Option<PooledEvent>> = (0..depth).map(|_| None).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let slot = i % depth;
+        if let Some(free) = &forwarded[slot] {
+            cx.driver.stream_wait_event(first, free.id())?;
+        }
+        let hop = scratch[slot].ptr();
+        // SAFETY: scratch buffers live until the returned event fires (the
+        // caller holds them); the caller keeps `src` and `dst` valid.
+        unsafe { cx.driver.copy_peer_async(hop, src.offset(chunk.offset), chunk.len, first)? };
+        let arrived = cx.mark(src.device, first)?;
+        cx.driver.stream_wait_event(second, arrived.id())?;
+        landed[slot] = Some(arrived);
+        // SAFETY: as above.
+        unsafe { cx.driver.copy_peer_async(dst.offset(chunk.offset), hop, chunk.len, second)? };
+        forwarded[slot] = Some(cx.mark(dst.device, second)?);
+    }
+    Ok((cx.mark(dst.device, second)?, scratch))
+}
+
+/// Pinned host to device: one DMA copy.
+///
+/// # Safety
+/// See the module docs; `src` is page-locked.
+pub(crate) unsafe fn upload_pinned(cx: &RouteContext<'_>, dst: DevicePtr, src: *const u8, len: usize) -> Result<PooledEvent> {
+    let stream = cx.res.inbound(dst.device)?;
+    cx.wait_start(stream)?;
+    // SAFETY: the caller keeps both ranges valid until the event fires.
+    unsafe { cx.driver.copy_htod_async(dst, src, len, stream)? };
+    cx.mark(dst.device, stream)
+}
+
+/// Device to pinned host: one DMA copy.
+///
+/// # Safety
+/// See the module docs; `dst` is page-locked.
+pub(crate) unsafe fn download_pinned(cx: &RouteContext<'_>, dst: *mut u8, src: DevicePtr, len: usize) -> Result<PooledEvent> {
+    let stream = cx.res.outbound(src.device)?;
+    cx.wait_start(stream)?;
+    // SAFETY: the caller keeps both ranges valid until the event fires.
+    unsafe { cx.driver.copy_dtoh_async(dst, src, len, stream)? };
+    cx.mark(src.device, stream)
+}
+
+/// Pageable host to device: the CPU copies each chunk into a pinned buffer
+/// while the GPU uploads the previous one. The source is no longer read once
+/// this returns; the returned event marks the end of the last upload.
+///
+/// # Safety
+/// See the module docs; `src` is valid for reads until this returns.
+pub(crate) unsafe fn upload_pageable(
+    cx: &RouteContext<'_>,
+    dst: DevicePtr,
+    src: *const u8,
+    chunks: &[Chunk],
+    depth: usize,
+) -> Result<PooledEvent> {
+    let stream = cx.res.inbound(dst.device)?;
+    cx.wait_start(stream)?;
+    let depth = depth.clamp(1, chunks.len().max(1));
+    let chunk_len = chunks.iter().map(|c| c.len).max().unwrap_or(0);
+    let mut slots = cx.staging.acquire(depth, chunk_len)?;
+    let result = (|| {
+        let mut uploaded: Vec<Option<PooledEvent>> = (0..depth).map(|_| None).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let slot = i % depth;
+            if let Some(free) = uploaded[slot].take() {
+                free.wait(cx.deadline)?;
+            }
+            // SAFETY: the caller keeps `src` valid for `chunk.offset + chunk.len` bytes.
+            let from = unsafe { std::slice::from_raw_parts(src.add(chunk.offset), chunk.len) };
+            parallel_copy(&mut slots[slot].as_mut_slice()[..chunk.len], from);
+            // SAFETY: the slot is ours until the final event; the caller keeps `dst` valid.
+            unsafe { cx.driver.copy_htod_async(dst.offset(chunk.offset), slots[slot].as_ptr(), chunk.len, stream)? };
+            uploaded[slot] = Some(cx.mark(dst.device, stream)?);
+        }
+        cx.mark(dst.device, stream)
+    })();
+    finish_with_slots(cx, slots, dst.device, stream, result)
+}
+
+/// Device to pageable host: the GPU downloads chunks into pinned buffers
+/// ahead of the CPU, which copies each out as soon as it lands. Complete
+/// when this returns.
+///
+/// # Safety
+/// See the module docs; `dst` is valid for writes until this returns.
+pub(crate) unsafe fn download_pageable(
+    cx: &RouteContext<'_>,
+    dst: *mut u8,
+    src: DevicePtr,
+    chunks: &[Chunk],
+    depth: usize,
+) -> Result<()> {
+    let stream = cx.res.outbound(src.device)?;
+    cx.wait_start(stream)?;
+    let depth = depth.clamp(1, chunks.len().max(1));
+    let chunk_len = chunks.iter().map(|c| c.len).max().unwrap_or(0);
+    let mut slots = cx.staging.acquire(depth, chunk_len)?;
+    let enqueue = |slots: &mut [PinnedBuffer], i: usize| -> Result<PooledEvent> {
+        let chunk = chunks[i];
+        let host = slots[i % depth].as_mut_ptr();
+        // SAFETY: the slot is ours until this function returns; the caller keeps `src` valid.
+        unsafe { cx.driver.copy_dtoh_async(host, src.offset(chunk.offset), chunk.len, stream)? };
+        cx.mark(src.device, stream)
+    };
+    let result = (|| {
+        let mut landed = std::collections::VecDeque::new();
+        for i in 0..depth.min(chunks.len()) {
+            landed.push_back(enqueue(&mut slots, i)?);
+        }
+        for (i, chunk) in chunks.iter().enumerate() {
+            let Some(event) = landed.pop_front() else { break };
+            event.wait(cx.deadline)?;
+            // SAFETY: the caller keeps `dst` valid for `chunk.offset + chunk.len` bytes.
+            let to = unsafe { std::slice::from_raw_parts_mut(dst.add(chunk.offset), chunk.len) };
+            parallel_copy(to, &slots[i % depth].as_slice()[..chunk.len]);
+            if i + depth < chunks.len() {
+                landed.push_back(enqueue(&mut slots, i + depth)?);
+            }
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => {
+            cx.staging.release_idle(slots);
+            Ok(())
+        }
+        Err(err) => {
+            park_after_failure(cx, slots, src.device, stream);
+            Err(err)
+        }
+    }
+}
+
+/// Hands the pinned slots back once the work queued on `stream` is done.
+fn finish_with_slots(
+    cx: &RouteContext<'_>,
+    slots: Vec<PinnedBuffer>,
+    device: usize,
+    stream: p2p_core::StreamId,
+    result: Result<PooledEvent>,
+) -> Result<PooledEvent> {
+    match result {
+        Ok(done) => {
+            match cx.mark(device, stream) {
+                Ok(parked) => cx.staging.release(slots, parked),
+                // Cannot tell when the slots are free: never reuse them.
+                Err(_) => std::mem::forget(slots),
+            }
+            Ok(done)
+        }
+        Err(err) => {
+            park_after_failure(cx, slots, device, stream);
+            Err(err)
+        }
+    }
+}
+
+/// After a failure part-way, queued copies may still use the slots.
+fn park_after_failure(cx: &RouteContext<'_>, slots: Vec<PinnedBuffer>, device: usize, stream: p2p_core::StreamId) {
+    match cx.mark(device, stream) {
+        Ok(event) => cx.staging.release(slots, event),
+        Err(_) => std::mem::forget(slots),
+    }
+}
+
+/// memcpy, split over threads when large enough to pay for them: one core
+/// copies about 10 GB/s, less than one PCIe direction.
+fn parallel_copy(to: &mut [u8], from: &[u8]) {
+    const PER_THREAD: usize = 1 << 20;
+    if from.len() < 2 * PER_THREAD {
+        to.copy_from_slice(from);
+        return;
+    }
+    let threads = rayon::current_num_threads().clamp(1, 8);
+    let piece = from.len().div_ceil(threads).max(PER_THREAD);
+    use rayon::prelude::*;
+    to.par_chunks_mut(piece)
+        .zip(from.par_chunks(piece))
+        .for_each(|(t, f)| t.copy_from_slice(f));
+}

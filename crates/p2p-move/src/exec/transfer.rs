@@ -1,0 +1,157 @@
+//! Handles on queued moves: [`Completion`] (owned) and [`Transfer`] (borrowing).
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use p2p_core::memory::Stream;
+use p2p_core::Driver;
+
+use super::events::PooledEvent;
+use super::{Mover, RawBytes};
+use crate::{Error, Plan, Result};
+
+/// What to compare once a move is done (verify mode).
+#[derive(Debug)]
+pub(crate) struct VerifyRequest {
+    pub(crate) driver: Arc<dyn Driver>,
+    pub(crate) src: RawBytes,
+    pub(crate) dst: RawBytes,
+    pub(crate) len: usize,
+}
+
+/// The end of a queued move. Owns no memory: whoever queued the move keeps
+/// source and destination alive until [`Completion::is_done`] or
+/// [`Completion::wait`] says so. Dropping it does not wait.
+#[derive(Debug)]
+#[must_use = "a completion says when the memory of a move may be touched again"]
+pub struct Completion {
+    plan: Plan,
+    done: Option<PooledEvent>,
+    deadline: Duration,
+    verify: Option<VerifyRequest>,
+}
+
+impl Completion {
+    pub(crate) fn ready(plan: Plan) -> Completion {
+        Completion {
+            plan,
+            done: None,
+            deadline: Duration::ZERO,
+            verify: None,
+        }
+    }
+
+    pub(crate) fn queued(plan: Plan, done: Option<PooledEvent>, deadline: Duration, verify: Option<VerifyRequest>) -> Completion {
+        Completion {
+            plan,
+            done,
+            deadline,
+            verify,
+        }
+    }
+
+    /// The plan the move follows.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Whether every copy of the move has finished.
+    pub fn is_done(&self) -> bool {
+        self.done.as_ref().is_none_or(PooledEvent::is_done)
+    }
+
+    /// Blocks until the move is done (a [`p2p_core::Error::Timeout`] if it
+    /// hangs), then verifies it when the mover was asked to.
+    pub fn wait(self) -> Result<Plan> {
+        if let Some(done) = &self.done {
+            done.wait(self.deadline)?;
+        }
+        if let Some(request) = &self.verify {
+            verify_bytes(&request.driver, request.src, request.dst, request.len)?;
+        }
+        Ok(self.plan)
+    }
+}
+
+/// A queued move that borrows its source and destination: neither can be
+/// freed or touched until it is waited for or dropped. Dropping waits.
+#[derive(Debug)]
+#[must_use = "dropping a transfer waits for it; call wait() to see its errors"]
+pub struct Transfer<'a> {
+    completion: Option<Completion>,
+    _borrows: PhantomData<&'a mut ()>,
+}
+
+impl<'a> Transfer<'a> {
+    pub(crate) fn new(_mover: &'a Mover, completion: Completion) -> Transfer<'a> {
+        Transfer {
+            completion: Some(completion),
+            _borrows: PhantomData,
+        }
+    }
+
+    pub fn plan(&self) -> &Plan {
+        match &self.completion {
+            Some(completion) => completion.plan(),
+            None => unreachable!("a transfer holds its completion until consumed"),
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.completion.as_ref().is_none_or(Completion::is_done)
+    }
+
+    /// Blocks until the bytes are there.
+    pub fn wait(mut self) -> Result<Plan> {
+        match self.completion.take() {
+            Some(completion) => completion.wait(),
+            None => unreachable!("a transfer holds its completion until consumed"),
+        }
+    }
+}
+
+impl Drop for Transfer<'_> {
+    fn drop(&mut self) {
+        if let Some(completion) = self.completion.take() {
+            if let Err(err) = completion.wait() {
+                tracing::error!("a dropped transfer failed: {err}");
+            }
+        }
+    }
+}
+
+/// Reads both ranges to host memory and compares them.
+pub(crate) fn verify_bytes(driver: &Arc<dyn Driver>, src: RawBytes, dst: RawBytes, len: usize) -> Result<()> {
+    let expected = read_back(driver, src, len)?;
+    let found = read_back(driver, dst, len)?;
+    match expected.iter().zip(&found).position(|(a, b)| a != b) {
+        None => Ok(()),
+        Some(offset) => Err(Error::VerifyFailed {
+            src: src.location(),
+            dst: dst.location(),
+            offset,
+            expected: expected[offset],
+            found: found[offset],
+        }),
+    }
+}
+
+fn read_back(driver: &Arc<dyn Driver>, range: RawBytes, len: usize) -> Result<Vec<u8>> {
+    let mut out = vec![0u8; len];
+    match range {
+        RawBytes::Host { ptr, .. } => {
+            // SAFETY: the move's contract keeps `ptr` valid for `len` bytes
+            // until its completion has been waited for, which is now.
+            out.copy_from_slice(unsafe { std::slice::from_raw_parts(ptr, len) });
+        }
+        RawBytes::Device(ptr) => {
+            let stream = Stream::new(driver, ptr.device)?;
+            // SAFETY: as above for the device range; `out` holds `len` bytes
+            // and outlives the synchronize.
+            unsafe { driver.copy_dtoh_async(out.as_mut_ptr(), ptr, len, stream.id())? };
+            stream.synchronize()?;
+        }
+    }
+    Ok(out)
+}
