@@ -1,0 +1,101 @@
+//! Opening the machine a command works on: real GPUs, a topology file, or the built-in simulation.
+
+use std::sync::Arc;
+
+use p2p_core::{Backend, Config, CudaDriver, Driver, PeerTable, SimDriver};
+
+use crate::MachineArgs;
+
+/// Why a command failed, and with which exit code.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CliError {
+    /// No GPU and `--require-gpu`: exit 2.
+    #[error("{0}")]
+    NoGpu(String),
+    #[error(transparent)]
+    Core(#[from] p2p_core::Error),
+    #[error(transparent)]
+    Move(#[from] p2p_move::Error),
+    #[error("writing JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl CliError {
+    pub(crate) fn exit_code(&self) -> u8 {
+        match self {
+            CliError::NoGpu(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// The machine a command runs against.
+pub(crate) struct Machine {
+    pub(crate) table: Arc<PeerTable>,
+    /// Why we are on a simulated machine, if we are (for the banner).
+    pub(crate) notice: Option<String>,
+    pub(crate) name: String,
+}
+
+impl Machine {
+    pub(crate) fn simulated(&self) -> bool {
+        self.table.driver().backend() == Backend::Simulated
+    }
+
+    pub(crate) fn driver(&self) -> &Arc<dyn Driver> {
+        self.table.driver()
+    }
+}
+
+/// Opens `--sim FILE`, else the real GPUs, else (unless `--require-gpu`) the built-in simulated machine.
+pub(crate) fn open(args: &MachineArgs) -> Result<Machine, CliError> {
+    let mut config = Config::from_env()?;
+    config.reprobe |= args.reprobe;
+    config.probe.thorough |= args.thorough;
+    if let Some(ms) = args.probe_timeout_ms {
+        config.probe.deadline = std::time::Duration::from_millis(ms.max(1));
+    }
+    let (driver, notice, name): (Arc<dyn Driver>, _, _) = if let Some(path) = &args.sim {
+        if args.require_gpu {
+            return Err(CliError::NoGpu(format!(
+                "--require-gpu given with --sim {}: a simulated machine is not a GPU",
+                path.display()
+            )));
+        }
+        let sim = SimDriver::from_file(path)?;
+        let name = sim.machine_name().to_string();
+        (Arc::new(sim), Some(format!("simulated machine from {}", path.display())), name)
+    } else {
+        match CudaDriver::new() {
+            Ok(cuda) => {
+                let name = describe_real(&cuda);
+                (Arc::new(cuda), None, name)
+            }
+            Err(err) if args.require_gpu => {
+                return Err(CliError::NoGpu(format!("no usable GPU: {err}")));
+            }
+            Err(err) => {
+                let sim = SimDriver::builtin();
+                let name = sim.machine_name().to_string();
+                let notice = format!(
+                    "{err}\nShowing the built-in SIMULATED machine instead (4 GPUs, one broken pair); \
+                     use --require-gpu to fail instead, or --sim FILE for your own topology."
+                );
+                (Arc::new(sim), Some(notice), name)
+            }
+        }
+    };
+    Ok(Machine {
+        table: Arc::new(PeerTable::new(driver, config)),
+        notice,
+        name,
+    })
+}
+
+fn describe_real(cuda: &CudaDriver) -> String {
+    let devices = cuda.devices();
+    match devices.first() {
+        Some(first) if devices.iter().all(|d| d.name == first.name) => format!("{} x {}", devices.len(), first.name),
+        _ => devices.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(" + "),
+    }
+}

@@ -1,0 +1,175 @@
+//! `p2p verify`: random moves between every pair of locations, every byte checked.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use p2p_core::memory::{DeviceBuffer, PinnedBuffer, Stream};
+use p2p_core::{AllocKind, Driver, Location};
+use p2p_move::{format_size, MoveSource, MoveTarget, Mover, Policy};
+use rand::rngs::StdRng;
+use rand::{Rng, RngCore, SeedableRng};
+use serde_json::json;
+
+use crate::machine::{self, CliError};
+use crate::report;
+use crate::MachineArgs;
+
+/// Memory of one side of a test move.
+enum Side {
+    Device(DeviceBuffer),
+    Pinned(PinnedBuffer),
+    Pageable(Vec<u8>),
+}
+
+impl Side {
+    fn alloc(driver: &Arc<dyn Driver>, location: Location, len: usize, rng: &mut StdRng) -> p2p_core::Result<Side> {
+        Ok(match location {
+            Location::Cuda(device) => {
+                let kind = if rng.random_bool(0.5) { AllocKind::Plain } else { AllocKind::Pool };
+                Side::Device(DeviceBuffer::new(driver, device, len, kind)?)
+            }
+            Location::Host if rng.random_bool(0.5) => Side::Pinned(PinnedBuffer::new(driver, len)?),
+            Location::Host => Side::Pageable(vec![0; len]),
+        })
+    }
+
+    fn write(&mut self, driver: &Arc<dyn Driver>, data: &[u8]) -> p2p_core::Result<()> {
+        match self {
+            Side::Device(buffer) => buffer.write_from_slice(data, &Stream::new(driver, buffer.device())?),
+            Side::Pinned(buffer) => {
+                buffer.as_mut_slice()[..data.len()].copy_from_slice(data);
+                Ok(())
+            }
+            Side::Pageable(buffer) => {
+                buffer.copy_from_slice(data);
+                Ok(())
+            }
+        }
+    }
+
+    fn read(&self, driver: &Arc<dyn Driver>) -> p2p_core::Result<Vec<u8>> {
+        match self {
+            Side::Device(buffer) => buffer.read_to_vec(&Stream::new(driver, buffer.device())?),
+            Side::Pinned(buffer) => Ok(buffer.as_slice().to_vec()),
+            Side::Pageable(buffer) => Ok(buffer.clone()),
+        }
+    }
+
+    fn source(&self) -> &dyn MoveSource {
+        match self {
+            Side::Device(b) => b,
+            Side::Pinned(b) => b,
+            Side::Pageable(b) => b,
+        }
+    }
+
+    fn target(&mut self) -> &mut dyn MoveTarget {
+        match self {
+            Side::Device(b) => b,
+            Side::Pinned(b) => b,
+            Side::Pageable(b) => b,
+        }
+    }
+}
+
+/// A random size: some zeros, mostly log-uniform up to `max`, often odd.
+fn random_size(rng: &mut StdRng, max: usize) -> usize {
+    if max == 0 || rng.random_bool(0.08) {
+        return 0;
+    }
+    let bits = usize::BITS - max.leading_zeros();
+    let size = 1usize << rng.random_range(0..bits);
+    (size + rng.random_range(0..size.max(2))).clamp(1, max)
+}
+
+pub(crate) fn run(args: &MachineArgs, moves: usize, seed: u64, max_bytes: usize, json: bool) -> Result<ExitCode, CliError> {
+    let machine = machine::open(args)?;
+    let driver = machine.driver().clone();
+    let mover = Mover::new(machine.table.clone(), Policy::default())?;
+    let locations: Vec<Location> = std::iter::once(Location::Host)
+        .chain((0..driver.device_count()).map(Location::Cuda))
+        .collect();
+    let pairs: Vec<(Location, Location)> = locations
+        .iter()
+        .flat_map(|&a| locations.iter().map(move |&b| (a, b)))
+        .collect();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut routes: BTreeMap<String, usize> = BTreeMap::new();
+    let mut mismatches = 0usize;
+    let mut failures: Vec<String> = Vec::new();
+    let mut bytes_moved = 0usize;
+    let started = Instant::now();
+
+    if !json {
+        report::banner(&machine);
+        println!(
+            "\n{moves} random moves between {} locations, up to {} each, seed {seed}",
+            locations.len(),
+            format_size(max_bytes)
+        );
+    }
+    for i in 0..moves {
+        let (from, to) = pairs[i % pairs.len()];
+        let len = random_size(&mut rng, max_bytes);
+        let mut data = vec![0u8; len];
+        rng.fill_bytes(&mut data);
+        let poison: Vec<u8> = data.iter().map(|b| !b).collect();
+        let outcome = (|| -> Result<Option<String>, CliError> {
+            let mut src = Side::alloc(&driver, from, len, &mut rng)?;
+            let mut dst = Side::alloc(&driver, to, len, &mut rng)?;
+            src.write(&driver, &data)?;
+            dst.write(&driver, &poison)?;
+            let plan = mover.copy(src.source(), dst.target())?;
+            *routes.entry(plan.route.name().to_string()).or_default() += 1;
+            let found = dst.read(&driver)?;
+            if let Some(offset) = data.iter().zip(&found).position(|(a, b)| a != b) {
+                return Ok(Some(format!(
+                    "move {i}: {from} -> {to}, {len} bytes by {}: byte {offset} is {:#04x}, expected {:#04x}",
+                    plan.route, found[offset], data[offset]
+                )));
+            }
+            if src.read(&driver)? != data {
+                return Ok(Some(format!("move {i}: {from} -> {to}, {len} bytes: the SOURCE changed")));
+            }
+            Ok(None)
+        })();
+        match outcome {
+            Ok(None) => bytes_moved += len,
+            Ok(Some(mismatch)) => {
+                mismatches += 1;
+                failures.push(mismatch);
+            }
+            Err(err) => failures.push(format!("move {i}: {from} -> {to}, {len} bytes: error: {err}")),
+        }
+    }
+    let errors = failures.len() - mismatches;
+    let seconds = started.elapsed().as_secs_f64();
+    if json {
+        let doc = json!({
+            "simulated": machine.simulated(),
+            "moves": moves,
+            "mismatches": mismatches,
+            "errors": errors,
+            "routes": routes,
+            "bytes_moved": bytes_moved,
+            "seconds": seconds,
+            "failures": failures,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        println!("\nRoutes taken:");
+        for (route, count) in &routes {
+            println!("  {route:<16} {count}");
+        }
+        for failure in &failures {
+            println!("FAILED {failure}");
+        }
+        println!(
+            "\n{moves} moves, {} moved, {mismatches} mismatches, {errors} errors, {seconds:.2} s",
+            format_size(bytes_moved)
+        );
+    }
+    Ok(if failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
