@@ -1,0 +1,154 @@
+//! Shared helpers of the executor tests: machines, patterns, and the macro
+//! that runs one body on every backend.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use p2p_core::memory::{DeviceBuffer, Stream};
+use p2p_core::{AllocKind, Config, Driver, ProbeOptions, SimDriver};
+
+/// Four simulated GPUs, all pairs fine: the executor tests force routes by policy.
+pub const HEALTHY: &str = r#"
+[machine]
+name = "four healthy GPUs"
+[[gpu]]
+memory_mib = 512
+[[gpu]]
+memory_mib = 512
+[[gpu]]
+memory_mib = 512
+[[gpu]]
+memory_mib = 512
+[[peer]]
+from = 0
+to = 1
+both = true
+[[peer]]
+from = 0
+to = 2
+both = true
+[[peer]]
+from = 0
+to = 3
+both = true
+[[peer]]
+from = 1
+to = 2
+both = true
+[[peer]]
+from = 1
+to = 3
+both = true
+[[peer]]
+from = 2
+to = 3
+both = true
+"#;
+
+pub fn sim_machine() -> Arc<dyn Driver> {
+    Arc::new(SimDriver::from_toml_str(HEALTHY, Path::new("healthy.toml")).unwrap())
+}
+
+#[cfg(feature = "cuda-tests")]
+pub fn cuda_machine() -> Arc<dyn Driver> {
+    match p2p_core::CudaDriver::new() {
+        Ok(driver) => Arc::new(driver),
+        Err(err) => panic!("[Unsupported: needs a CUDA GPU] {err}"),
+    }
+}
+
+/// Fails (never passes silently) on a machine with too few GPUs.
+pub fn require_gpus(driver: &Arc<dyn Driver>, n: usize) {
+    let have = driver.device_count();
+    assert!(have >= n, "[Unsupported: needs {n} GPUs, found {have}]");
+}
+
+pub fn test_config() -> Config {
+    Config {
+        probe: ProbeOptions {
+            deadline: Duration::from_millis(500),
+            pattern_bytes: 256 << 10,
+            ..ProbeOptions::default()
+        },
+        ..Config::default()
+    }
+}
+
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    p2p_core::probe::probe_pattern(len, seed)
+}
+
+pub fn complement(data: &[u8]) -> Vec<u8> {
+    data.iter().map(|b| !b).collect()
+}
+
+pub fn device_with(
+    driver: &Arc<dyn Driver>,
+    device: usize,
+    data: &[u8],
+    kind: AllocKind,
+) -> DeviceBuffer {
+    let buffer = DeviceBuffer::new(driver, device, data.len(), kind).unwrap();
+    buffer
+        .write_from_slice(data, &Stream::new(driver, device).unwrap())
+        .unwrap();
+    buffer
+}
+
+pub fn read(driver: &Arc<dyn Driver>, buffer: &DeviceBuffer) -> Vec<u8> {
+    buffer
+        .read_to_vec(&Stream::new(driver, buffer.device()).unwrap())
+        .unwrap()
+}
+
+/// Compares without printing megabytes on failure.
+pub fn assert_bytes(found: &[u8], expected: &[u8], what: &str) {
+    assert_eq!(found.len(), expected.len(), "{what}: length");
+    if let Some(i) = found.iter().zip(expected).position(|(a, b)| a != b) {
+        panic!(
+            "{what}: byte {i} of {} is {:#04x}, expected {:#04x}",
+            found.len(),
+            found[i],
+            expected[i]
+        );
+    }
+}
+
+/// One `#[test]` per body on the simulated machine, and one on CUDA when
+/// the `cuda-tests` feature is on (candle's `test_device!` in spirit).
+/// `ignore = "why"` ignores the CUDA variants (needs hardware the usual GPU
+/// machine lacks); the simulated ones always run.
+#[macro_export]
+macro_rules! backend_tests {
+    ($group:ident => $($body:ident),+ $(,)?) => {
+        $crate::backend_tests!(@expand $group, cfg_attr(any(), ignore), $($body),+);
+    };
+    ($group:ident, ignore = $why:literal => $($body:ident),+ $(,)?) => {
+        $crate::backend_tests!(@expand $group, ignore = $why, $($body),+);
+    };
+    (@expand $group:ident, $cuda_attr:meta, $($body:ident),+) => {
+        mod $group {
+            mod sim {
+                $(
+                    #[test]
+                    fn $body() {
+                        super::super::$body($crate::common::sim_machine());
+                    }
+                )+
+            }
+            #[cfg(feature = "cuda-tests")]
+            mod cuda {
+                $(
+                    #[test]
+                    #[$cuda_attr]
+                    fn $body() {
+                        super::super::$body($crate::common::cuda_machine());
+                    }
+                )+
+            }
+        }
+    };
+}
