@@ -1,1 +1,36 @@
-//! Plans and carries out tensor moves between CUDA devices.
+//! Plans and carries out tensor moves between CUDA devices, by the fastest
+//! path known to deliver correct bytes.
+//!
+//! The work is split in two, in the style of `quinn-proto`:
+//!
+//! * the **planner** ([`plan`]) is a pure function. Given where the bytes
+//!   are and where they go, how many there are, the peer verdicts
+//!   ([`PeerVerdicts`], answered by `p2p-core`'s `PeerTable`) and a
+//!   [`Policy`], it returns a [`Plan`]: a [`Route`] (no-op, host-to-device,
+//!   device-to-host, direct peer copy, staged through pinned host memory, or
+//!   via a third GPU), the [`Chunk`]s to pipeline, and a reason in words. It
+//!   touches no device and does no I/O, so it is property-tested over
+//!   generated machines and verdict matrices;
+//! * the **executor** ([`Mover`]) carries a plan out through `p2p-core`'s
+//!   `Driver`: streams, events, pinned buffers, copies.
+//!
+//! [`parse_size`] and [`format_size`] read and write byte counts for people
+//! (`8 MiB`).
+
+mod error;
+mod exec;
+mod plan;
+mod policy;
+mod size;
+mod verdicts;
+
+pub use error::{Error, PlanError, Result};
+pub use exec::{
+    Completion, MoveSource, MoveTarget, Mover, RawBytes, RawRange, StreamOrder, Transfer,
+};
+pub use p2p_core::Error as CoreError;
+pub use p2p_core::Location;
+pub use plan::{plan, Chunk, Plan, Route, MAX_CHUNKS};
+pub use policy::Policy;
+pub use size::{format_size, parse_size, ParseSizeError};
+pub use verdicts::{PeerVerdicts, VerdictMatrix};

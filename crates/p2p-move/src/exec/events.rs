@@ -27,13 +27,21 @@ impl EventPool {
             Some(id) => id,
             None => self.driver.create_event(self.device)?,
         };
-        Ok(PooledEvent { pool: self.clone(), id })
+        Ok(PooledEvent {
+            pool: self.clone(),
+            id,
+        })
     }
 }
 
 impl Drop for EventPool {
     fn drop(&mut self) {
-        for id in self.free.get_mut().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        for id in self
+            .free
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
             // SAFETY: every id in the free list was created by this pool's
             // driver and is owned by the pool alone.
             if let Err(err) = unsafe { self.driver.destroy_event(id) } {
@@ -72,7 +80,11 @@ impl PooledEvent {
 
 impl Drop for PooledEvent {
     fn drop(&mut self) {
-        self.pool.free.lock().unwrap_or_else(|e| e.into_inner()).push(self.id);
+        self.pool
+            .free
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(self.id);
     }
 }
 

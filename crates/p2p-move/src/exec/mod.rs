@@ -64,7 +64,8 @@ impl Mover {
     pub fn new(table: Arc<PeerTable>, policy: Policy) -> Result<Mover> {
         policy.validate()?;
         let driver = table.driver().clone();
-        let staging_bytes = DEFAULT_STAGING_BYTES.max(2 * policy.chunk_bytes.saturating_mul(policy.pipeline_depth));
+        let staging_bytes =
+            DEFAULT_STAGING_BYTES.max(2 * policy.chunk_bytes.saturating_mul(policy.pipeline_depth));
         Ok(Mover {
             res: DeviceResources::new(driver.clone()),
             staging: StagingPool::new(driver.clone(), staging_bytes),
@@ -125,7 +126,12 @@ impl Mover {
     /// for or dropped (dropping waits), so neither side can be freed or
     /// touched while the copy runs. Moves from or to pageable host memory
     /// return only once the host side is done.
-    pub fn copy_async<'a, S, D>(&'a self, src: &'a S, dst: &'a mut D, order: StreamOrder) -> Result<Transfer<'a>>
+    pub fn copy_async<'a, S, D>(
+        &'a self,
+        src: &'a S,
+        dst: &'a mut D,
+        order: StreamOrder,
+    ) -> Result<Transfer<'a>>
     where
         S: MoveSource + ?Sized,
         D: MoveTarget + ?Sized,
@@ -150,7 +156,13 @@ impl Mover {
     /// # Safety
     /// `src` must stay readable and `dst` writable (by nobody else) for
     /// `len` bytes until the completion is done.
-    pub unsafe fn copy_raw_async(&self, src: RawBytes, dst: RawBytes, len: usize, order: StreamOrder) -> Result<Completion> {
+    pub unsafe fn copy_raw_async(
+        &self,
+        src: RawBytes,
+        dst: RawBytes,
+        len: usize,
+        order: StreamOrder,
+    ) -> Result<Completion> {
         let plan = self.plan(src.location(), dst.location(), len)?;
         if plan.route == Route::NoOp || len == 0 {
             if plan.route == Route::NoOp {
@@ -180,13 +192,28 @@ impl Mover {
                 Some(unsafe { raw::staged(&cx, d, s, &plan.chunks, depth)? })
             }
             (RawBytes::Device(s), RawBytes::Device(d), Route::Via { gpu }) => {
-                self.grant_pools(s, DevicePtr { device: gpu, addr: 0 })?;
-                self.grant_pools(DevicePtr { device: gpu, addr: 0 }, d)?;
+                self.grant_pools(
+                    s,
+                    DevicePtr {
+                        device: gpu,
+                        addr: 0,
+                    },
+                )?;
+                self.grant_pools(
+                    DevicePtr {
+                        device: gpu,
+                        addr: 0,
+                    },
+                    d,
+                )?;
                 // SAFETY: forwarded caller contract.
                 let (done, scratch) = unsafe { raw::via(&cx, d, s, gpu, &plan.chunks, depth)? };
                 let parked = self.res.event(d.device)?;
                 parked.record(self.res.inbound(d.device)?)?;
-                self.parked_scratch.lock().unwrap_or_else(|e| e.into_inner()).push((scratch, parked));
+                self.parked_scratch
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((scratch, parked));
                 Some(done)
             }
             (RawBytes::Host { ptr, pinned: true }, RawBytes::Device(d), Route::HostToDevice) => {
@@ -222,13 +249,21 @@ impl Mover {
             dst,
             len,
         });
-        Ok(Completion::queued(plan, done, self.wait_deadline(len), verify))
+        Ok(Completion::queued(
+            plan,
+            done,
+            self.wait_deadline(len),
+            verify,
+        ))
     }
 
     /// Copies many ranges at once and returns when all are there. Peer
     /// copies from one device go out in one batch call, and nothing waits on
     /// the host until everything is queued.
-    pub fn copy_batch(&self, items: &mut [(&dyn MoveSource, &mut dyn MoveTarget)]) -> Result<Vec<Plan>> {
+    pub fn copy_batch(
+        &self,
+        items: &mut [(&dyn MoveSource, &mut dyn MoveTarget)],
+    ) -> Result<Vec<Plan>> {
         let mut plans = Vec::with_capacity(items.len());
         let mut peer_groups: Vec<(usize, Vec<CopyDesc>)> = Vec::new();
         let mut pending: Vec<Completion> = Vec::new();
@@ -246,7 +281,11 @@ impl Mover {
             match (s, d, plan.route) {
                 (RawBytes::Device(sp), RawBytes::Device(dp), Route::Peer) if src_len > 0 => {
                     self.grant_pools(sp, dp)?;
-                    let copy = CopyDesc { dst: dp, src: sp, bytes: src_len };
+                    let copy = CopyDesc {
+                        dst: dp,
+                        src: sp,
+                        bytes: src_len,
+                    };
                     match peer_groups.iter_mut().find(|(from, _)| *from == sp.device) {
                         Some((_, group)) => group.push(copy),
                         None => peer_groups.push((sp.device, vec![copy])),
@@ -256,7 +295,9 @@ impl Mover {
                 _ => {
                     // SAFETY: the exclusive borrows of `items` outlive the
                     // waits below, which cover every queued copy.
-                    pending.push(unsafe { self.copy_raw_async(s, d, src_len, StreamOrder::default())? });
+                    pending.push(unsafe {
+                        self.copy_raw_async(s, d, src_len, StreamOrder::default())?
+                    });
                 }
             }
             plans.push(plan);
@@ -292,7 +333,13 @@ impl Mover {
     ///
     /// # Safety
     /// As [`Mover::copy_raw_async`].
-    unsafe fn copy_same_place(&self, src: RawBytes, dst: RawBytes, len: usize, order: StreamOrder) -> Result<()> {
+    unsafe fn copy_same_place(
+        &self,
+        src: RawBytes,
+        dst: RawBytes,
+        len: usize,
+        order: StreamOrder,
+    ) -> Result<()> {
         if len == 0 || src == dst {
             return Ok(());
         }
@@ -319,7 +366,9 @@ impl Mover {
                 unsafe { std::ptr::copy(s, d, len) };
                 Ok(())
             }
-            _ => Err(Error::Internal("no-op plan between different locations".into())),
+            _ => Err(Error::Internal(
+                "no-op plan between different locations".into(),
+            )),
         }
     }
 
@@ -357,7 +406,10 @@ impl Mover {
     }
 
     fn reclaim_scratch(&self) {
-        let mut parked = self.parked_scratch.lock().unwrap_or_else(|e| e.into_inner());
+        let mut parked = self
+            .parked_scratch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         parked.retain(|(_, event)| !event.is_done());
     }
 
@@ -371,7 +423,11 @@ impl Mover {
 impl Drop for Mover {
     fn drop(&mut self) {
         // Scratch buffers and pooled resources must outlive the copies that use them.
-        let parked = std::mem::take(self.parked_scratch.get_mut().unwrap_or_else(|e| e.into_inner()));
+        let parked = std::mem::take(
+            self.parked_scratch
+                .get_mut()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
         for (buffers, event) in parked {
             if let Err(err) = event.wait(Duration::from_secs(60)) {
                 tracing::warn!("a via copy did not finish ({err}); leaking its scratch buffers");

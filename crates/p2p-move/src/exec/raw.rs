@@ -48,7 +48,12 @@ impl RouteContext<'_> {
 ///
 /// # Safety
 /// See the module docs.
-pub(crate) unsafe fn peer(cx: &RouteContext<'_>, dst: DevicePtr, src: DevicePtr, len: usize) -> Result<PooledEvent> {
+pub(crate) unsafe fn peer(
+    cx: &RouteContext<'_>,
+    dst: DevicePtr,
+    src: DevicePtr,
+    len: usize,
+) -> Result<PooledEvent> {
     let stream = cx.res.outbound(src.device)?;
     cx.wait_start(stream)?;
     // SAFETY: the caller keeps both ranges valid until the returned event fires.
@@ -60,7 +65,11 @@ pub(crate) unsafe fn peer(cx: &RouteContext<'_>, dst: DevicePtr, src: DevicePtr,
 ///
 /// # Safety
 /// See the module docs, for every copy.
-pub(crate) unsafe fn peer_batch(cx: &RouteContext<'_>, from: usize, copies: &[CopyDesc]) -> Result<PooledEvent> {
+pub(crate) unsafe fn peer_batch(
+    cx: &RouteContext<'_>,
+    from: usize,
+    copies: &[CopyDesc],
+) -> Result<PooledEvent> {
     let stream = cx.res.outbound(from)?;
     cx.wait_start(stream)?;
     // SAFETY: the caller keeps every range valid until the returned event fires.
@@ -97,12 +106,18 @@ pub(crate) unsafe fn staged(
             let host = slots[slot].as_ptr().cast_mut();
             // SAFETY: the slot holds at least `chunk_len` bytes and is ours until
             // the final event; the caller keeps `src` valid.
-            unsafe { cx.driver.copy_dtoh_async(host, src.offset(chunk.offset), chunk.len, out)? };
+            unsafe {
+                cx.driver
+                    .copy_dtoh_async(host, src.offset(chunk.offset), chunk.len, out)?
+            };
             let down = cx.mark(src.device, out)?;
             cx.driver.stream_wait_event(inb, down.id())?;
             downloaded[slot] = Some(down);
             // SAFETY: as above; the caller keeps `dst` valid.
-            unsafe { cx.driver.copy_htod_async(dst.offset(chunk.offset), host, chunk.len, inb)? };
+            unsafe {
+                cx.driver
+                    .copy_htod_async(dst.offset(chunk.offset), host, chunk.len, inb)?
+            };
             uploaded[slot] = Some(cx.mark(dst.device, inb)?);
         }
         cx.mark(dst.device, inb)
@@ -141,12 +156,18 @@ pub(crate) unsafe fn via(
         let hop = scratch[slot].ptr();
         // SAFETY: scratch buffers live until the returned event fires (the
         // caller holds them); the caller keeps `src` and `dst` valid.
-        unsafe { cx.driver.copy_peer_async(hop, src.offset(chunk.offset), chunk.len, first)? };
+        unsafe {
+            cx.driver
+                .copy_peer_async(hop, src.offset(chunk.offset), chunk.len, first)?
+        };
         let arrived = cx.mark(src.device, first)?;
         cx.driver.stream_wait_event(second, arrived.id())?;
         landed[slot] = Some(arrived);
         // SAFETY: as above.
-        unsafe { cx.driver.copy_peer_async(dst.offset(chunk.offset), hop, chunk.len, second)? };
+        unsafe {
+            cx.driver
+                .copy_peer_async(dst.offset(chunk.offset), hop, chunk.len, second)?
+        };
         forwarded[slot] = Some(cx.mark(dst.device, second)?);
     }
     Ok((cx.mark(dst.device, second)?, scratch))
@@ -156,7 +177,12 @@ pub(crate) unsafe fn via(
 ///
 /// # Safety
 /// See the module docs; `src` is page-locked.
-pub(crate) unsafe fn upload_pinned(cx: &RouteContext<'_>, dst: DevicePtr, src: *const u8, len: usize) -> Result<PooledEvent> {
+pub(crate) unsafe fn upload_pinned(
+    cx: &RouteContext<'_>,
+    dst: DevicePtr,
+    src: *const u8,
+    len: usize,
+) -> Result<PooledEvent> {
     let stream = cx.res.inbound(dst.device)?;
     cx.wait_start(stream)?;
     // SAFETY: the caller keeps both ranges valid until the event fires.
@@ -168,7 +194,12 @@ pub(crate) unsafe fn upload_pinned(cx: &RouteContext<'_>, dst: DevicePtr, src: *
 ///
 /// # Safety
 /// See the module docs; `dst` is page-locked.
-pub(crate) unsafe fn download_pinned(cx: &RouteContext<'_>, dst: *mut u8, src: DevicePtr, len: usize) -> Result<PooledEvent> {
+pub(crate) unsafe fn download_pinned(
+    cx: &RouteContext<'_>,
+    dst: *mut u8,
+    src: DevicePtr,
+    len: usize,
+) -> Result<PooledEvent> {
     let stream = cx.res.outbound(src.device)?;
     cx.wait_start(stream)?;
     // SAFETY: the caller keeps both ranges valid until the event fires.
@@ -205,7 +236,14 @@ pub(crate) unsafe fn upload_pageable(
             let from = unsafe { std::slice::from_raw_parts(src.add(chunk.offset), chunk.len) };
             parallel_copy(&mut slots[slot].as_mut_slice()[..chunk.len], from);
             // SAFETY: the slot is ours until the final event; the caller keeps `dst` valid.
-            unsafe { cx.driver.copy_htod_async(dst.offset(chunk.offset), slots[slot].as_ptr(), chunk.len, stream)? };
+            unsafe {
+                cx.driver.copy_htod_async(
+                    dst.offset(chunk.offset),
+                    slots[slot].as_ptr(),
+                    chunk.len,
+                    stream,
+                )?
+            };
             uploaded[slot] = Some(cx.mark(dst.device, stream)?);
         }
         cx.mark(dst.device, stream)
@@ -235,7 +273,10 @@ pub(crate) unsafe fn download_pageable(
         let chunk = chunks[i];
         let host = slots[i % depth].as_mut_ptr();
         // SAFETY: the slot is ours until this function returns; the caller keeps `src` valid.
-        unsafe { cx.driver.copy_dtoh_async(host, src.offset(chunk.offset), chunk.len, stream)? };
+        unsafe {
+            cx.driver
+                .copy_dtoh_async(host, src.offset(chunk.offset), chunk.len, stream)?
+        };
         cx.mark(src.device, stream)
     };
     let result = (|| {
@@ -244,7 +285,9 @@ pub(crate) unsafe fn download_pageable(
             landed.push_back(enqueue(&mut slots, i)?);
         }
         for (i, chunk) in chunks.iter().enumerate() {
-            let Some(event) = landed.pop_front() else { break };
+            let Some(event) = landed.pop_front() else {
+                break;
+            };
             event.wait(cx.deadline)?;
             // SAFETY: the caller keeps `dst` valid for `chunk.offset + chunk.len` bytes.
             let to = unsafe { std::slice::from_raw_parts_mut(dst.add(chunk.offset), chunk.len) };
@@ -292,7 +335,12 @@ fn finish_with_slots(
 }
 
 /// After a failure part-way, queued copies may still use the slots.
-fn park_after_failure(cx: &RouteContext<'_>, slots: Vec<PinnedBuffer>, device: usize, stream: p2p_core::StreamId) {
+fn park_after_failure(
+    cx: &RouteContext<'_>,
+    slots: Vec<PinnedBuffer>,
+    device: usize,
+    stream: p2p_core::StreamId,
+) {
     match cx.mark(device, stream) {
         Ok(event) => cx.staging.release(slots, event),
         Err(_) => std::mem::forget(slots),

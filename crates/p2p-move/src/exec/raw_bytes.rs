@@ -68,7 +68,10 @@ unsafe impl MoveTarget for DeviceBuffer {
 // SAFETY: a PinnedBuffer owns `len` bytes of page-locked host memory until dropped.
 unsafe impl MoveSource for PinnedBuffer {
     fn raw_bytes(&self) -> RawBytes {
-        RawBytes::Host { ptr: self.as_ptr().cast_mut(), pinned: true }
+        RawBytes::Host {
+            ptr: self.as_ptr().cast_mut(),
+            pinned: true,
+        }
     }
     fn byte_len(&self) -> usize {
         self.len()
@@ -78,7 +81,10 @@ unsafe impl MoveSource for PinnedBuffer {
 // SAFETY: as above; `&mut self` makes the access exclusive.
 unsafe impl MoveTarget for PinnedBuffer {
     fn raw_bytes_mut(&mut self) -> RawBytes {
-        RawBytes::Host { ptr: self.as_mut_ptr(), pinned: true }
+        RawBytes::Host {
+            ptr: self.as_mut_ptr(),
+            pinned: true,
+        }
     }
 }
 
@@ -86,7 +92,10 @@ unsafe impl MoveTarget for PinnedBuffer {
 // executor never writes through a source.
 unsafe impl MoveSource for [u8] {
     fn raw_bytes(&self) -> RawBytes {
-        RawBytes::Host { ptr: self.as_ptr().cast_mut(), pinned: false }
+        RawBytes::Host {
+            ptr: self.as_ptr().cast_mut(),
+            pinned: false,
+        }
     }
     fn byte_len(&self) -> usize {
         self.len()
@@ -96,7 +105,10 @@ unsafe impl MoveSource for [u8] {
 // SAFETY: a mutable slice is `len` exclusively borrowed writable bytes.
 unsafe impl MoveTarget for [u8] {
     fn raw_bytes_mut(&mut self) -> RawBytes {
-        RawBytes::Host { ptr: self.as_mut_ptr(), pinned: false }
+        RawBytes::Host {
+            ptr: self.as_mut_ptr(),
+            pinned: false,
+        }
     }
 }
 

@@ -101,7 +101,10 @@ impl StagingPool {
 
     /// Pinned bytes held now (for tests and reports).
     pub(crate) fn allocated_bytes(&self) -> usize {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).allocated
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .allocated
     }
 }
 

@@ -42,7 +42,12 @@ impl Completion {
         }
     }
 
-    pub(crate) fn queued(plan: Plan, done: Option<PooledEvent>, deadline: Duration, verify: Option<VerifyRequest>) -> Completion {
+    pub(crate) fn queued(
+        plan: Plan,
+        done: Option<PooledEvent>,
+        deadline: Duration,
+        verify: Option<VerifyRequest>,
+    ) -> Completion {
         Completion {
             plan,
             done,
@@ -122,7 +127,12 @@ impl Drop for Transfer<'_> {
 }
 
 /// Reads both ranges to host memory and compares them.
-pub(crate) fn verify_bytes(driver: &Arc<dyn Driver>, src: RawBytes, dst: RawBytes, len: usize) -> Result<()> {
+pub(crate) fn verify_bytes(
+    driver: &Arc<dyn Driver>,
+    src: RawBytes,
+    dst: RawBytes,
+    len: usize,
+) -> Result<()> {
     let expected = read_back(driver, src, len)?;
     let found = read_back(driver, dst, len)?;
     match expected.iter().zip(&found).position(|(a, b)| a != b) {

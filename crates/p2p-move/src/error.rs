@@ -1,0 +1,98 @@
+//! The crate's errors: what planning (and, later, executing) a move can fail with.
+
+use p2p_core::Location;
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why [`plan`](crate::plan) refused to make a plan.
+///
+/// Every variant is caused by the caller's input (a device that does not
+/// exist, a policy that cannot work), never by the machine: the planner does
+/// no I/O.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    /// The source or destination names a GPU that the verdicts do not know.
+    #[error("{location} does not exist: this machine has {device_count} GPU(s)")]
+    InvalidDevice {
+        /// The offending source or destination.
+        location: Location,
+        /// How many GPUs the verdicts cover (ordinals `0..device_count`).
+        device_count: usize,
+    },
+
+    /// A [`Policy`](crate::Policy) field has a value the planner cannot use.
+    #[error("invalid policy: {field} = {value}, but it must be {requirement}")]
+    InvalidPolicy {
+        /// The field's name, as in `Policy` and its serialised form.
+        field: &'static str,
+        /// The value it had.
+        value: usize,
+        /// What it must be instead, in words.
+        requirement: &'static str,
+    },
+
+    /// Splitting the copy would make an absurd number of chunks (a tiny
+    /// `chunk_bytes` with a huge copy); refused rather than allocating them.
+    #[error(
+        "{bytes} bytes in chunks of {chunk_bytes} bytes would make {chunks} chunks, \
+         more than the limit of {limit}: raise chunk_bytes"
+    )]
+    TooManyChunks {
+        /// Size of the copy.
+        bytes: usize,
+        /// The policy's chunk size.
+        chunk_bytes: usize,
+        /// How many chunks that would make.
+        chunks: usize,
+        /// The most one plan may hold ([`MAX_CHUNKS`](crate::MAX_CHUNKS)).
+        limit: usize,
+    },
+}
+
+/// Everything this crate can fail with.
+///
+/// The executor will add its own variants (size mismatch between source and
+/// destination, ...); match with a wildcard arm.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The planner refused the move.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+
+    /// The layer below (driver, devices, verdict cache) failed.
+    #[error(transparent)]
+    Core(#[from] p2p_core::Error),
+
+    /// Source and destination differ in size; nothing was copied.
+    #[error("size mismatch: the source has {src_bytes} bytes, the destination {dst_bytes}")]
+    SizeMismatch {
+        /// Bytes in the source.
+        src_bytes: usize,
+        /// Bytes in the destination.
+        dst_bytes: usize,
+    },
+
+    /// Verify mode read the destination back and it differs from the source.
+    #[error(
+        "verify failed for {src} -> {dst}: byte {offset} is {found:#04x}, expected {expected:#04x}"
+    )]
+    VerifyFailed {
+        /// Where the bytes came from.
+        src: Location,
+        /// Where they went.
+        dst: Location,
+        /// The first differing byte.
+        offset: usize,
+        /// The source's byte there.
+        expected: u8,
+        /// The destination's byte there.
+        found: u8,
+    },
+
+    /// A bug in this crate: a plan that does not fit its memory.
+    #[error("internal error (please report): {0}")]
+    Internal(String),
+}

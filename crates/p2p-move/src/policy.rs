@@ -1,0 +1,80 @@
+//! What the planner may do and how it shapes copies: [`Policy`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::PlanError;
+
+/// The planner's knobs. `Policy::default()` is right for most machines; the
+/// defaults come from measurements on 2 x H200 (see `DESIGN.md`).
+///
+/// Serialised with every field optional (missing ones take their default) and
+/// unknown fields refused, so a typo in a config file is an error.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Policy {
+    /// Size of one pipeline chunk for staged, via and host routes. Must be
+    /// at least 1. Default [`Policy::DEFAULT_CHUNK_BYTES`].
+    pub chunk_bytes: usize,
+    /// How many chunks may be in flight at once (pinned buffers for staging,
+    /// buffers on the middle GPU for via). Must be at least 1. Default
+    /// [`Policy::DEFAULT_PIPELINE_DEPTH`].
+    pub pipeline_depth: usize,
+    /// Use direct peer copy where the pair is verified. `false` turns off
+    /// every peer copy, including both legs of a via route.
+    pub allow_peer: bool,
+    /// Where the direct pair is not verified, hop through a third GPU whose
+    /// two legs are. Needs `allow_peer` too. Turning it off also keeps the
+    /// planner from asking about (and so probing) pairs with third GPUs.
+    pub allow_via: bool,
+    /// Copies of fewer bytes than this on a chunked route are not pipelined:
+    /// the plan says `pipeline_depth: Some(1)`, and the executor does plain
+    /// copies through one buffer instead of setting up streams and events.
+    /// With the default sizes such a copy is also a single chunk. Any value
+    /// is valid (0 pipelines everything). Default
+    /// [`Policy::DEFAULT_SMALL_COPY_BYTES`].
+    pub small_copy_bytes: usize,
+}
+
+impl Policy {
+    /// 8 MiB: with 4 in flight, pipelined staging reached 52.9 GB/s of the
+    /// 55 GB/s that one PCIe Gen5 direction gives (DESIGN.md).
+    pub const DEFAULT_CHUNK_BYTES: usize = 8 << 20;
+    /// 4 chunks in flight: see [`Policy::DEFAULT_CHUNK_BYTES`].
+    pub const DEFAULT_PIPELINE_DEPTH: usize = 4;
+    /// 64 KiB: below this a copy is latency-bound (a staged 4 KiB copy costs
+    /// 15.9 us as two plain copies, 130 us through streams, events and
+    /// syncs), and CUDA already treats host-to-device copies of 64 KB or
+    /// less specially (they return before the copy completes).
+    pub const DEFAULT_SMALL_COPY_BYTES: usize = 64 << 10;
+
+    /// Checks that the planner can use this policy.
+    pub fn validate(&self) -> Result<(), PlanError> {
+        if self.chunk_bytes == 0 {
+            return Err(PlanError::InvalidPolicy {
+                field: "chunk_bytes",
+                value: self.chunk_bytes,
+                requirement: "at least 1 byte",
+            });
+        }
+        if self.pipeline_depth == 0 {
+            return Err(PlanError::InvalidPolicy {
+                field: "pipeline_depth",
+                value: self.pipeline_depth,
+                requirement: "at least 1 chunk in flight",
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            chunk_bytes: Self::DEFAULT_CHUNK_BYTES,
+            pipeline_depth: Self::DEFAULT_PIPELINE_DEPTH,
+            allow_peer: true,
+            allow_via: true,
+            small_copy_bytes: Self::DEFAULT_SMALL_COPY_BYTES,
+        }
+    }
+}
