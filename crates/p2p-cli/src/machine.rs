@@ -64,7 +64,11 @@ pub(crate) fn open(args: &MachineArgs) -> Result<Machine, CliError> {
         }
         let sim = SimDriver::from_file(path)?;
         let name = sim.machine_name().to_string();
-        (Arc::new(sim), Some(format!("simulated machine from {}", path.display())), name)
+        (
+            Arc::new(sim),
+            Some(format!("simulated machine from {}", path.display())),
+            name,
+        )
     } else {
         match CudaDriver::new() {
             Ok(cuda) => {
@@ -95,7 +99,13 @@ pub(crate) fn open(args: &MachineArgs) -> Result<Machine, CliError> {
 fn describe_real(cuda: &CudaDriver) -> String {
     let devices = cuda.devices();
     match devices.first() {
-        Some(first) if devices.iter().all(|d| d.name == first.name) => format!("{} x {}", devices.len(), first.name),
-        _ => devices.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(" + "),
+        Some(first) if devices.iter().all(|d| d.name == first.name) => {
+            format!("{} x {}", devices.len(), first.name)
+        }
+        _ => devices
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect::<Vec<_>>()
+            .join(" + "),
     }
 }

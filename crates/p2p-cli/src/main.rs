@@ -90,15 +90,28 @@ fn parse_bytes(text: &str) -> Result<usize, String> {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("P2P_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_env("P2P_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Probe { machine, json } => probe_cmd::run(&machine, json),
-        Command::Plan { machine, from, to, bytes, json } => plan_cmd::run(&machine, from, to, bytes, json),
-        Command::Verify { machine, moves, seed, max_bytes, json } => verify_cmd::run(&machine, moves, seed, max_bytes, json),
+        Command::Plan {
+            machine,
+            from,
+            to,
+            bytes,
+            json,
+        } => plan_cmd::run(&machine, from, to, bytes, json),
+        Command::Verify {
+            machine,
+            moves,
+            seed,
+            max_bytes,
+            json,
+        } => verify_cmd::run(&machine, moves, seed, max_bytes, json),
     };
     match outcome {
         Ok(code) => code,

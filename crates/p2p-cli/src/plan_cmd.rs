@@ -10,9 +10,16 @@ use crate::machine::{self, CliError};
 use crate::report;
 use crate::MachineArgs;
 
-pub(crate) fn run(args: &MachineArgs, from: Location, to: Location, bytes: usize, json: bool) -> Result<ExitCode, CliError> {
+pub(crate) fn run(
+    args: &MachineArgs,
+    from: Location,
+    to: Location,
+    bytes: usize,
+    json: bool,
+) -> Result<ExitCode, CliError> {
     let machine = machine::open(args)?;
-    let plan = plan(from, to, bytes, machine.table.as_ref(), &Policy::default()).map_err(p2p_move::Error::from)?;
+    let plan = plan(from, to, bytes, machine.table.as_ref(), &Policy::default())
+        .map_err(p2p_move::Error::from)?;
     let via = match plan.route {
         Route::Via { gpu } => Some(gpu),
         _ => None,
@@ -34,7 +41,11 @@ pub(crate) fn run(args: &MachineArgs, from: Location, to: Location, bytes: usize
         return Ok(ExitCode::SUCCESS);
     }
     report::banner(&machine);
-    println!("\n{from} -> {to}, {}: {}", format_size(bytes), plan.route.name());
+    println!(
+        "\n{from} -> {to}, {}: {}",
+        format_size(bytes),
+        plan.route.name()
+    );
     if let Some(chunk) = plan.chunk_bytes {
         println!(
             "  {} chunk(s) of up to {}, {} in flight",

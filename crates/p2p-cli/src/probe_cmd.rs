@@ -68,7 +68,9 @@ pub(crate) fn run(args: &MachineArgs, json: bool) -> Result<ExitCode, CliError> 
     if n < 2 {
         println!("\nOnly {n} GPU: no pairs to probe.");
     } else {
-        println!("\nPeer copy, row = from, column = to (claimed by the driver / found by the probe):");
+        println!(
+            "\nPeer copy, row = from, column = to (claimed by the driver / found by the probe):"
+        );
         print!("{:>8}", "");
         for to in 0..n {
             print!("  {:>14}", format!("cuda:{to}"));
@@ -92,7 +94,12 @@ pub(crate) fn run(args: &MachineArgs, json: bool) -> Result<ExitCode, CliError> 
         } else {
             println!("\nNot used for direct peer copy:");
             for v in broken {
-                println!("  cuda:{} -> cuda:{}: {}", v.from, v.to, v.reason.describe());
+                println!(
+                    "  cuda:{} -> cuda:{}: {}",
+                    v.from,
+                    v.to,
+                    v.reason.describe()
+                );
             }
         }
     }

@@ -12,7 +12,11 @@ pub(crate) fn banner(machine: &crate::machine::Machine) {
     if let Some(notice) = &machine.notice {
         println!("{notice}\n");
     }
-    let kind = if machine.simulated() { "SIMULATED machine" } else { "Machine" };
+    let kind = if machine.simulated() {
+        "SIMULATED machine"
+    } else {
+        "Machine"
+    };
     let driver: &dyn Driver = machine.driver().as_ref();
     println!(
         "{kind}: {} (CUDA driver {})",

@@ -24,10 +24,19 @@ enum Side {
 }
 
 impl Side {
-    fn alloc(driver: &Arc<dyn Driver>, location: Location, len: usize, rng: &mut StdRng) -> p2p_core::Result<Side> {
+    fn alloc(
+        driver: &Arc<dyn Driver>,
+        location: Location,
+        len: usize,
+        rng: &mut StdRng,
+    ) -> p2p_core::Result<Side> {
         Ok(match location {
             Location::Cuda(device) => {
-                let kind = if rng.random_bool(0.5) { AllocKind::Plain } else { AllocKind::Pool };
+                let kind = if rng.random_bool(0.5) {
+                    AllocKind::Plain
+                } else {
+                    AllocKind::Pool
+                };
                 Side::Device(DeviceBuffer::new(driver, device, len, kind)?)
             }
             Location::Host if rng.random_bool(0.5) => Side::Pinned(PinnedBuffer::new(driver, len)?),
@@ -37,7 +46,9 @@ impl Side {
 
     fn write(&mut self, driver: &Arc<dyn Driver>, data: &[u8]) -> p2p_core::Result<()> {
         match self {
-            Side::Device(buffer) => buffer.write_from_slice(data, &Stream::new(driver, buffer.device())?),
+            Side::Device(buffer) => {
+                buffer.write_from_slice(data, &Stream::new(driver, buffer.device())?)
+            }
             Side::Pinned(buffer) => {
                 buffer.as_mut_slice()[..data.len()].copy_from_slice(data);
                 Ok(())
@@ -84,7 +95,13 @@ fn random_size(rng: &mut StdRng, max: usize) -> usize {
     (size + rng.random_range(0..size.max(2))).clamp(1, max)
 }
 
-pub(crate) fn run(args: &MachineArgs, moves: usize, seed: u64, max_bytes: usize, json: bool) -> Result<ExitCode, CliError> {
+pub(crate) fn run(
+    args: &MachineArgs,
+    moves: usize,
+    seed: u64,
+    max_bytes: usize,
+    json: bool,
+) -> Result<ExitCode, CliError> {
     let machine = machine::open(args)?;
     let driver = machine.driver().clone();
     let mover = Mover::new(machine.table.clone(), Policy::default())?;
@@ -131,7 +148,9 @@ pub(crate) fn run(args: &MachineArgs, moves: usize, seed: u64, max_bytes: usize,
                 )));
             }
             if src.read(&driver)? != data {
-                return Ok(Some(format!("move {i}: {from} -> {to}, {len} bytes: the SOURCE changed")));
+                return Ok(Some(format!(
+                    "move {i}: {from} -> {to}, {len} bytes: the SOURCE changed"
+                )));
             }
             Ok(None)
         })();
@@ -141,7 +160,9 @@ pub(crate) fn run(args: &MachineArgs, moves: usize, seed: u64, max_bytes: usize,
                 mismatches += 1;
                 failures.push(mismatch);
             }
-            Err(err) => failures.push(format!("move {i}: {from} -> {to}, {len} bytes: error: {err}")),
+            Err(err) => failures.push(format!(
+                "move {i}: {from} -> {to}, {len} bytes: error: {err}"
+            )),
         }
     }
     let errors = failures.len() - mismatches;
@@ -171,5 +192,9 @@ pub(crate) fn run(args: &MachineArgs, moves: usize, seed: u64, max_bytes: usize,
             format_size(bytes_moved)
         );
     }
-    Ok(if failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -89,7 +89,10 @@ impl VerdictCache {
             Ok(text) => text,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
             Err(err) => {
-                tracing::warn!("verdict cache {} unreadable ({err}); probing again", self.path.display());
+                tracing::warn!(
+                    "verdict cache {} unreadable ({err}); probing again",
+                    self.path.display()
+                );
                 return Vec::new();
             }
         };
@@ -103,12 +106,18 @@ impl VerdictCache {
                 Vec::new()
             }
             Ok(file) if file.fingerprint != self.fingerprint => {
-                tracing::warn!("verdict cache {} belongs to another machine; probing again", self.path.display());
+                tracing::warn!(
+                    "verdict cache {} belongs to another machine; probing again",
+                    self.path.display()
+                );
                 Vec::new()
             }
             Ok(file) => file.verdicts,
             Err(err) => {
-                tracing::warn!("verdict cache {} is corrupt ({err}); probing again", self.path.display());
+                tracing::warn!(
+                    "verdict cache {} is corrupt ({err}); probing again",
+                    self.path.display()
+                );
                 Vec::new()
             }
         }
@@ -118,7 +127,11 @@ impl VerdictCache {
     pub fn store(&self, verdicts: &[CachedVerdict]) -> Result<()> {
         let io = |action: &'static str, path: &Path| {
             let path = path.to_path_buf();
-            move |source| Error::Io { action, path, source }
+            move |source| Error::Io {
+                action,
+                path,
+                source,
+            }
         };
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(io("creating cache folder", dir))?;

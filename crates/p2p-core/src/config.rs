@@ -132,11 +132,12 @@ impl Config {
             ..Config::default()
         };
         if let Some(value) = var(ENV_DISABLE) {
-            config.disabled = DisabledPairs::parse(&value).map_err(|message| Error::InvalidEnv {
-                name: ENV_DISABLE,
-                value: value.clone(),
-                message,
-            })?;
+            config.disabled =
+                DisabledPairs::parse(&value).map_err(|message| Error::InvalidEnv {
+                    name: ENV_DISABLE,
+                    value: value.clone(),
+                    message,
+                })?;
         }
         config.reprobe = flag(&var, ENV_REPROBE)?;
         if let Some(dir) = var(ENV_CACHE_DIR).filter(|d| !d.trim().is_empty()) {
@@ -180,7 +181,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config> {
-        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_vars(|name| map.get(name).cloned())
     }
 
@@ -209,7 +213,10 @@ mod tests {
         assert!(c.reprobe);
         assert_eq!(c.cache, CacheSetting::Dir("/tmp/x".into()));
         assert_eq!(c.probe.deadline, Duration::from_millis(250));
-        assert_eq!(config(&[(ENV_NO_CACHE, "1")]).unwrap().cache, CacheSetting::Off);
+        assert_eq!(
+            config(&[(ENV_NO_CACHE, "1")]).unwrap().cache,
+            CacheSetting::Off
+        );
     }
 
     #[test]

@@ -159,7 +159,13 @@ pub trait Driver: Send + Sync + fmt::Debug {
     ///
     /// # Safety
     /// Both ranges are live allocations of at least `bytes` until the copy is done.
-    unsafe fn copy_peer_async(&self, dst: DevicePtr, src: DevicePtr, bytes: usize, stream: StreamId) -> Result<()>;
+    unsafe fn copy_peer_async(
+        &self,
+        dst: DevicePtr,
+        src: DevicePtr,
+        bytes: usize,
+        stream: StreamId,
+    ) -> Result<()>;
 
     /// Queues many device-to-device copies on one stream. The CUDA backend
     /// uses one `cuMemcpyBatchAsync` call where the driver has it (12.8+);
@@ -179,19 +185,37 @@ pub trait Driver: Send + Sync + fmt::Debug {
     ///
     /// # Safety
     /// `dst` is valid for `bytes` writes and `src` for `bytes` reads until the copy is done.
-    unsafe fn copy_dtoh_async(&self, dst: *mut u8, src: DevicePtr, bytes: usize, stream: StreamId) -> Result<()>;
+    unsafe fn copy_dtoh_async(
+        &self,
+        dst: *mut u8,
+        src: DevicePtr,
+        bytes: usize,
+        stream: StreamId,
+    ) -> Result<()>;
 
     /// Queues a host-to-device copy.
     ///
     /// # Safety
     /// `src` is valid for `bytes` reads and `dst` for `bytes` writes until the copy is done.
-    unsafe fn copy_htod_async(&self, dst: DevicePtr, src: *const u8, bytes: usize, stream: StreamId) -> Result<()>;
+    unsafe fn copy_htod_async(
+        &self,
+        dst: DevicePtr,
+        src: *const u8,
+        bytes: usize,
+        stream: StreamId,
+    ) -> Result<()>;
 
     /// Queues a fill of `bytes` bytes with `value`.
     ///
     /// # Safety
     /// `dst` is a live allocation of at least `bytes`.
-    unsafe fn memset_async(&self, dst: DevicePtr, value: u8, bytes: usize, stream: StreamId) -> Result<()>;
+    unsafe fn memset_async(
+        &self,
+        dst: DevicePtr,
+        value: u8,
+        bytes: usize,
+        stream: StreamId,
+    ) -> Result<()>;
 
     /// Records `event` at the current end of `stream`.
     fn record_event(&self, event: EventId, stream: StreamId) -> Result<()>;

@@ -22,13 +22,13 @@ pub mod sim;
 mod table;
 mod verdict;
 
+pub use config::{CacheSetting, Config, DisabledPairs};
 pub use cuda::CudaDriver;
 pub use device::{DeviceInfo, PeerClaim};
 pub use driver::{AllocKind, Backend, CopyDesc, DevicePtr, Driver, EventId, PoolId, StreamId};
 pub use error::{Error, Result};
-pub use config::{CacheSetting, Config, DisabledPairs};
+pub use location::{Location, ParseLocationError};
 pub use probe::{probe_pair, ProbeOptions};
 pub use sim::SimDriver;
 pub use table::PeerTable;
-pub use location::{Location, ParseLocationError};
 pub use verdict::{PairState, PeerVerdict, Reason};

@@ -4,7 +4,9 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A place that holds bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Location {
     /// Host (CPU) memory, pinned or pageable.
     Host,

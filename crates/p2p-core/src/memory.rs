@@ -14,10 +14,19 @@ pub struct DeviceBuffer {
 
 impl DeviceBuffer {
     /// Allocates `len` bytes on `device`.
-    pub fn new(driver: &Arc<dyn Driver>, device: usize, len: usize, kind: AllocKind) -> Result<Self> {
+    pub fn new(
+        driver: &Arc<dyn Driver>,
+        device: usize,
+        len: usize,
+        kind: AllocKind,
+    ) -> Result<Self> {
         driver.check_device(device)?;
         let ptr = driver.alloc_device(device, len, kind)?;
-        Ok(DeviceBuffer { driver: driver.clone(), ptr, len })
+        Ok(DeviceBuffer {
+            driver: driver.clone(),
+            ptr,
+            len,
+        })
     }
 
     pub fn ptr(&self) -> DevicePtr {
@@ -42,7 +51,10 @@ impl DeviceBuffer {
         if self.len > 0 {
             // SAFETY: `out` holds `len` bytes and outlives the synchronize below;
             // `self` is live for the same span.
-            unsafe { self.driver.copy_dtoh_async(out.as_mut_ptr(), self.ptr, self.len, stream.id())? };
+            unsafe {
+                self.driver
+                    .copy_dtoh_async(out.as_mut_ptr(), self.ptr, self.len, stream.id())?
+            };
             stream.synchronize()?;
         }
         Ok(out)
@@ -50,10 +62,18 @@ impl DeviceBuffer {
 
     /// Overwrites the start of the buffer with `data`, blocking on `stream`.
     pub fn write_from_slice(&self, data: &[u8], stream: &Stream) -> Result<()> {
-        assert!(data.len() <= self.len, "write of {} bytes into a buffer of {}", data.len(), self.len);
+        assert!(
+            data.len() <= self.len,
+            "write of {} bytes into a buffer of {}",
+            data.len(),
+            self.len
+        );
         if !data.is_empty() {
             // SAFETY: both ranges are in bounds and live until the synchronize below.
-            unsafe { self.driver.copy_htod_async(self.ptr, data.as_ptr(), data.len(), stream.id())? };
+            unsafe {
+                self.driver
+                    .copy_htod_async(self.ptr, data.as_ptr(), data.len(), stream.id())?
+            };
             stream.synchronize()?;
         }
         Ok(())
@@ -72,14 +92,21 @@ impl Drop for DeviceBuffer {
     fn drop(&mut self) {
         // SAFETY: we own `ptr`, it came from `alloc_device`, and this is the only free.
         if let Err(err) = unsafe { self.driver.free_device(self.ptr) } {
-            tracing::warn!("freeing {} bytes on cuda:{}: {err}", self.len, self.ptr.device);
+            tracing::warn!(
+                "freeing {} bytes on cuda:{}: {err}",
+                self.len,
+                self.ptr.device
+            );
         }
     }
 }
 
 impl fmt::Debug for DeviceBuffer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DeviceBuffer").field("ptr", &self.ptr).field("len", &self.len).finish()
+        f.debug_struct("DeviceBuffer")
+            .field("ptr", &self.ptr)
+            .field("len", &self.len)
+            .finish()
     }
 }
 
@@ -100,7 +127,11 @@ impl PinnedBuffer {
     /// Allocates `len` bytes of pinned host memory.
     pub fn new(driver: &Arc<dyn Driver>, len: usize) -> Result<Self> {
         let ptr = driver.alloc_pinned(len.max(1))?;
-        Ok(PinnedBuffer { driver: driver.clone(), ptr, len })
+        Ok(PinnedBuffer {
+            driver: driver.clone(),
+            ptr,
+            len,
+        })
     }
 
     pub fn as_ptr(&self) -> *const u8 {
@@ -141,7 +172,9 @@ impl Drop for PinnedBuffer {
 
 impl fmt::Debug for PinnedBuffer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PinnedBuffer").field("len", &self.len).finish()
+        f.debug_struct("PinnedBuffer")
+            .field("len", &self.len)
+            .finish()
     }
 }
 
@@ -155,7 +188,10 @@ impl Stream {
     pub fn new(driver: &Arc<dyn Driver>, device: usize) -> Result<Self> {
         driver.check_device(device)?;
         let id = driver.create_stream(device)?;
-        Ok(Stream { driver: driver.clone(), id })
+        Ok(Stream {
+            driver: driver.clone(),
+            id,
+        })
     }
 
     pub fn id(&self) -> StreamId {
@@ -203,7 +239,10 @@ impl Event {
     pub fn new(driver: &Arc<dyn Driver>, device: usize) -> Result<Self> {
         driver.check_device(device)?;
         let id = driver.create_event(device)?;
-        Ok(Event { driver: driver.clone(), id })
+        Ok(Event {
+            driver: driver.clone(),
+            id,
+        })
     }
 
     pub fn id(&self) -> EventId {

@@ -65,7 +65,12 @@ fn first_mismatch(expected: &[u8], found: &[u8]) -> Option<(u64, u8, u8)> {
 /// `Err` means the probe itself could not run (a device is out of memory,
 /// an invalid ordinal, a driver failure outside the copy); such a result says
 /// nothing about the pair and is not cached.
-pub fn probe_pair(driver: &Arc<dyn Driver>, from: usize, to: usize, options: &ProbeOptions) -> Result<PeerVerdict> {
+pub fn probe_pair(
+    driver: &Arc<dyn Driver>,
+    from: usize,
+    to: usize,
+    options: &ProbeOptions,
+) -> Result<PeerVerdict> {
     driver.check_device(from)?;
     driver.check_device(to)?;
     let started = Instant::now();
@@ -88,20 +93,50 @@ pub fn probe_pair(driver: &Arc<dyn Driver>, from: usize, to: usize, options: &Pr
     // enabled too (DESIGN.md: both contexts), but only as a courtesy, so that
     // a one-way failure stays a one-way verdict.
     if let Err(err) = driver.enable_peer_access(from, to) {
-        return Ok(verdict(Reason::EnableFailed { detail: err.to_string() }, None));
+        return Ok(verdict(
+            Reason::EnableFailed {
+                detail: err.to_string(),
+            },
+            None,
+        ));
     }
     if let Err(err) = driver.enable_peer_access(to, from) {
-        tracing::debug!("enabling cuda:{to} -> cuda:{from} access (reverse of the probed pair): {err}");
+        tracing::debug!(
+            "enabling cuda:{to} -> cuda:{from} access (reverse of the probed pair): {err}"
+        );
     }
 
     let seed = ((from as u64) << 32) | to as u64;
-    match copy_and_compare(driver, from, to, options.pattern_bytes, seed, options.deadline)? {
+    match copy_and_compare(
+        driver,
+        from,
+        to,
+        options.pattern_bytes,
+        seed,
+        options.deadline,
+    )? {
         CopyOutcome::Correct { .. } => {}
-        CopyOutcome::Corrupt { offset, expected, found } => {
-            return Ok(verdict(Reason::Corrupt { offset, expected, found }, None));
+        CopyOutcome::Corrupt {
+            offset,
+            expected,
+            found,
+        } => {
+            return Ok(verdict(
+                Reason::Corrupt {
+                    offset,
+                    expected,
+                    found,
+                },
+                None,
+            ));
         }
         CopyOutcome::TimedOut => {
-            return Ok(verdict(Reason::Timeout { after_ms: options.deadline.as_millis() as u64 }, None));
+            return Ok(verdict(
+                Reason::Timeout {
+                    after_ms: options.deadline.as_millis() as u64,
+                },
+                None,
+            ));
         }
     }
     if !options.thorough {
@@ -109,26 +144,55 @@ pub fn probe_pair(driver: &Arc<dyn Driver>, from: usize, to: usize, options: &Pr
     }
 
     let bytes = options.thorough_bytes;
-    let peer_seconds = match copy_and_compare(driver, from, to, bytes, seed ^ 0xA5A5, options.deadline)? {
-        CopyOutcome::Correct { seconds } => seconds,
-        CopyOutcome::Corrupt { offset, expected, found } => {
-            return Ok(verdict(Reason::Corrupt { offset, expected, found }, None));
-        }
-        CopyOutcome::TimedOut => {
-            return Ok(verdict(Reason::Timeout { after_ms: options.deadline.as_millis() as u64 }, None));
-        }
-    };
+    let peer_seconds =
+        match copy_and_compare(driver, from, to, bytes, seed ^ 0xA5A5, options.deadline)? {
+            CopyOutcome::Correct { seconds } => seconds,
+            CopyOutcome::Corrupt {
+                offset,
+                expected,
+                found,
+            } => {
+                return Ok(verdict(
+                    Reason::Corrupt {
+                        offset,
+                        expected,
+                        found,
+                    },
+                    None,
+                ));
+            }
+            CopyOutcome::TimedOut => {
+                return Ok(verdict(
+                    Reason::Timeout {
+                        after_ms: options.deadline.as_millis() as u64,
+                    },
+                    None,
+                ));
+            }
+        };
     let peer_gbps = gbps(bytes, peer_seconds);
     let staged_gbps = staging_gbps(driver, from, to, bytes)?;
     if peer_gbps < staged_gbps {
-        return Ok(verdict(Reason::SlowerThanStaging { peer_gbps, staged_gbps }, Some(peer_gbps)));
+        return Ok(verdict(
+            Reason::SlowerThanStaging {
+                peer_gbps,
+                staged_gbps,
+            },
+            Some(peer_gbps),
+        ));
     }
     Ok(verdict(Reason::Verified, Some(peer_gbps)))
 }
 
 enum CopyOutcome {
-    Correct { seconds: f64 },
-    Corrupt { offset: u64, expected: u8, found: u8 },
+    Correct {
+        seconds: f64,
+    },
+    Corrupt {
+        offset: u64,
+        expected: u8,
+        found: u8,
+    },
     TimedOut,
 }
 
@@ -176,7 +240,11 @@ fn copy_and_compare(
     let found = dst.read_to_vec(&dst_stream)?;
     Ok(match first_mismatch(&pattern, &found) {
         None => CopyOutcome::Correct { seconds },
-        Some((offset, expected, found)) => CopyOutcome::Corrupt { offset, expected, found },
+        Some((offset, expected, found)) => CopyOutcome::Corrupt {
+            offset,
+            expected,
+            found,
+        },
     })
 }
 

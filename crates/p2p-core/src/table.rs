@@ -40,7 +40,9 @@ impl PeerTable {
         let n = driver.device_count();
         let cache = match &config.cache {
             CacheSetting::Off => None,
-            CacheSetting::Dir(dir) => Some(VerdictCache::new(dir, Fingerprint::of(driver.as_ref()))),
+            CacheSetting::Dir(dir) => {
+                Some(VerdictCache::new(dir, Fingerprint::of(driver.as_ref())))
+            }
         };
         let mut cached = vec![None; n * n];
         if let (Some(cache), false) = (&cache, config.reprobe) {
@@ -105,7 +107,9 @@ impl PeerTable {
         match self.verdict(from, to) {
             Ok(verdict) => verdict.is_verified(),
             Err(err) => {
-                tracing::warn!("could not probe cuda:{from} -> cuda:{to}: {err}; not using peer copy");
+                tracing::warn!(
+                    "could not probe cuda:{from} -> cuda:{to}: {err}; not using peer copy"
+                );
                 false
             }
         }
@@ -114,7 +118,9 @@ impl PeerTable {
     /// The verdict if already known, without probing.
     pub fn known(&self, from: usize, to: usize) -> Option<PeerVerdict> {
         let n = self.device_count();
-        (from < n && to < n).then(|| self.cells[from * n + to].verdict.get().cloned()).flatten()
+        (from < n && to < n)
+            .then(|| self.cells[from * n + to].verdict.get().cloned())
+            .flatten()
     }
 
     /// Every ordered pair of distinct devices, probing what is not known yet.
@@ -150,7 +156,10 @@ impl PeerTable {
             }
         }
         let verdict = probe_pair(&self.driver, from, to, &self.config.probe)?;
-        tracing::info!("probed cuda:{from} -> cuda:{to}: {}", verdict.reason.describe());
+        tracing::info!(
+            "probed cuda:{from} -> cuda:{to}: {}",
+            verdict.reason.describe()
+        );
         Ok((verdict, from != to))
     }
 
@@ -170,7 +179,10 @@ impl PeerTable {
                     .map(|v| match cached {
                         // Taken from the cache: keep the mode that produced it.
                         Some(entry) if entry.verdict == *v => entry.clone(),
-                        _ => CachedVerdict { thorough, verdict: v.clone() },
+                        _ => CachedVerdict {
+                            thorough,
+                            verdict: v.clone(),
+                        },
                     });
                 probed.or_else(|| cached.cloned())
             })

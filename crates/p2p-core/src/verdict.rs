@@ -14,7 +14,11 @@ pub enum Reason {
     /// `cuCtxEnablePeerAccess` failed.
     EnableFailed { detail: String },
     /// The copy finished but delivered wrong bytes; `offset` is the first bad one.
-    Corrupt { offset: u64, expected: u8, found: u8 },
+    Corrupt {
+        offset: u64,
+        expected: u8,
+        found: u8,
+    },
     /// The copy did not finish within the probe deadline.
     Timeout { after_ms: u64 },
     /// Thorough mode: correct, but slower than staging through pinned host memory.
@@ -43,12 +47,23 @@ impl Reason {
             Reason::Verified => "verified".into(),
             Reason::NotClaimed => "not-claimed: the driver reports no peer access".into(),
             Reason::EnableFailed { detail } => format!("enable-failed: {detail}"),
-            Reason::Corrupt { offset, expected, found } => {
+            Reason::Corrupt {
+                offset,
+                expected,
+                found,
+            } => {
                 format!("corrupt: first bad byte at offset {offset} (expected {expected:#04x}, found {found:#04x})")
             }
-            Reason::Timeout { after_ms } => format!("timeout: the copy did not finish within {after_ms} ms"),
-            Reason::SlowerThanStaging { peer_gbps, staged_gbps } => {
-                format!("slower-than-staging: peer {peer_gbps:.1} GB/s < staged {staged_gbps:.1} GB/s")
+            Reason::Timeout { after_ms } => {
+                format!("timeout: the copy did not finish within {after_ms} ms")
+            }
+            Reason::SlowerThanStaging {
+                peer_gbps,
+                staged_gbps,
+            } => {
+                format!(
+                    "slower-than-staging: peer {peer_gbps:.1} GB/s < staged {staged_gbps:.1} GB/s"
+                )
             }
             Reason::DisabledByPolicy => "disabled-by-policy".into(),
         }

@@ -367,6 +367,36 @@ fn invalid_ordinals_are_rejected_before_the_driver() {
 }
 
 #[test]
+fn one_driver_is_usable_from_many_threads_at_once() {
+    // Fresh driver, no context yet: the threads race to retain each device's
+    // primary context and allocation stream.
+    let driver = driver();
+    let threads = 8;
+    let barrier = std::sync::Barrier::new(threads);
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let (driver, barrier) = (&driver, &barrier);
+            scope.spawn(move || {
+                barrier.wait();
+                for device in 0..driver.device_count() {
+                    let kind = KINDS[t % 2];
+                    let want = pattern(64 << 10, t as u8);
+                    let stream = Stream::new(driver, device).unwrap();
+                    let buffer = DeviceBuffer::new(driver, device, want.len(), kind).unwrap();
+                    buffer.write_from_slice(&want, &stream).unwrap();
+                    let got = buffer.read_to_vec(&stream).unwrap();
+                    assert_eq!(
+                        first_mismatch(&got, &want),
+                        None,
+                        "thread {t} cuda:{device}"
+                    );
+                }
+            });
+        }
+    });
+}
+
+#[test]
 fn claim_of_a_device_with_itself_is_all_true() {
     let driver = driver();
     let claim = driver.claim(0, 0).unwrap();

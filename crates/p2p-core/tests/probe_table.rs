@@ -5,7 +5,10 @@ use std::path::Path;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use p2p_core::{CacheSetting, Config, DisabledPairs, Driver, Error, PairState, PeerTable, ProbeOptions, Reason, SimDriver};
+use p2p_core::{
+    CacheSetting, Config, DisabledPairs, Driver, Error, PairState, PeerTable, ProbeOptions, Reason,
+    SimDriver,
+};
 
 /// Six GPUs; from cuda:0 one pair per fault, and a few more from cuda:1.
 const FAULTY: &str = r#"
@@ -95,19 +98,31 @@ fn each_reason_arises_from_its_fault() {
     let table = PeerTable::new(machine(FAULTY), quick_config());
     assert_eq!(reason(&table, 0, 1), Reason::Verified);
     assert_eq!(reason(&table, 1, 0), Reason::Verified);
-    assert_eq!(reason(&table, 2, 1), Reason::NotClaimed, "no [[peer]] entry means not claimed");
+    assert_eq!(
+        reason(&table, 2, 1),
+        Reason::NotClaimed,
+        "no [[peer]] entry means not claimed"
+    );
     assert_eq!(reason(&table, 1, 2), Reason::NotClaimed);
     match reason(&table, 0, 2) {
-        Reason::Corrupt { offset, found, .. } => assert_eq!((offset, found), (0, 0), "zeros delivered"),
+        Reason::Corrupt { offset, found, .. } => {
+            assert_eq!((offset, found), (0, 0), "zeros delivered")
+        }
         other => panic!("zeros fault gave {other:?}"),
     }
     assert!(matches!(reason(&table, 0, 3), Reason::Corrupt { .. }));
     match reason(&table, 0, 4) {
-        Reason::Corrupt { offset, .. } => assert!(offset > 0, "drop-tail corrupts the end, not the start"),
+        Reason::Corrupt { offset, .. } => {
+            assert!(offset > 0, "drop-tail corrupts the end, not the start")
+        }
         other => panic!("drop-tail fault gave {other:?}"),
     }
     assert!(matches!(reason(&table, 1, 3), Reason::EnableFailed { .. }));
-    assert_eq!(reason(&table, 1, 4), Reason::Verified, "slow is still correct in quick mode");
+    assert_eq!(
+        reason(&table, 1, 4),
+        Reason::Verified,
+        "slow is still correct in quick mode"
+    );
 }
 
 #[test]
@@ -125,8 +140,14 @@ fn a_hang_times_out_within_the_deadline() {
     let took = started.elapsed();
     assert_eq!(verdict.reason, Reason::Timeout { after_ms: 200 });
     assert_eq!(verdict.state(), PairState::Broken);
-    assert!(took >= Duration::from_millis(200), "returned before the deadline: {took:?}");
-    assert!(took < Duration::from_secs(5), "hung far past the deadline: {took:?}");
+    assert!(
+        took >= Duration::from_millis(200),
+        "returned before the deadline: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "hung far past the deadline: {took:?}"
+    );
 }
 
 #[test]
@@ -135,12 +156,18 @@ fn thorough_mode_reports_a_peer_path_slower_than_staging() {
     config.probe.thorough = true;
     let table = PeerTable::new(machine(FAULTY), config);
     match reason(&table, 1, 4) {
-        Reason::SlowerThanStaging { peer_gbps, staged_gbps } => assert!(peer_gbps < staged_gbps),
+        Reason::SlowerThanStaging {
+            peer_gbps,
+            staged_gbps,
+        } => assert!(peer_gbps < staged_gbps),
         other => panic!("slow pair gave {other:?}"),
     }
     let fast = table.verdict(0, 1).unwrap();
     assert!(fast.is_verified());
-    assert!(fast.peer_gbps.is_some_and(|gbps| gbps > 0.0), "thorough mode measures: {fast:?}");
+    assert!(
+        fast.peer_gbps.is_some_and(|gbps| gbps > 0.0),
+        "thorough mode measures: {fast:?}"
+    );
 }
 
 #[test]
@@ -159,11 +186,24 @@ fn sixteen_threads_probe_a_pair_once() {
         })
         .collect();
     let verdicts: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    assert!(verdicts.iter().all(|v| v == &verdicts[0] && v.is_verified()));
+    assert!(verdicts
+        .iter()
+        .all(|v| v == &verdicts[0] && v.is_verified()));
     let stats = sim.stats();
-    assert_eq!(stats.peer_copies_between(0, 1), 1, "one probe copy, not sixteen");
-    assert_eq!(stats.enable_calls, 2, "one probe enables both contexts once");
-    assert_eq!(stats.peer_copies_between(1, 0), 0, "only the pair asked about is probed");
+    assert_eq!(
+        stats.peer_copies_between(0, 1),
+        1,
+        "one probe copy, not sixteen"
+    );
+    assert_eq!(
+        stats.enable_calls, 2,
+        "one probe enables both contexts once"
+    );
+    assert_eq!(
+        stats.peer_copies_between(1, 0),
+        0,
+        "only the pair asked about is probed"
+    );
 }
 
 #[test]
@@ -188,13 +228,22 @@ fn policy_disables_pairs_without_probing() {
     assert_eq!(verdict.state(), PairState::Disabled);
     assert!(verdict.claimed);
     assert_eq!(sim.stats().peer_copies_between(0, 1), 0);
-    assert!(table.verdict(1, 0).unwrap().is_verified(), "only 0->1 was disabled");
+    assert!(
+        table.verdict(1, 0).unwrap().is_verified(),
+        "only 0->1 was disabled"
+    );
 }
 
 #[test]
 fn invalid_devices_are_errors() {
     let table = PeerTable::new(machine(FAULTY), quick_config());
-    assert!(matches!(table.verdict(0, 9), Err(Error::InvalidDevice { ordinal: 9, count: 6 })));
+    assert!(matches!(
+        table.verdict(0, 9),
+        Err(Error::InvalidDevice {
+            ordinal: 9,
+            count: 6
+        })
+    ));
     assert!(!table.is_verified(7, 0));
 }
 
@@ -209,7 +258,10 @@ fn cached_config(dir: &Path) -> Config {
 fn cache_round_trip_skips_the_probe() {
     let dir = tempfile::tempdir().unwrap();
     let first = PeerTable::new(machine(FAULTY), cached_config(dir.path()));
-    let verdicts: Vec<_> = [(0, 1), (0, 2), (1, 3)].iter().map(|&(a, b)| first.verdict(a, b).unwrap()).collect();
+    let verdicts: Vec<_> = [(0, 1), (0, 2), (1, 3)]
+        .iter()
+        .map(|&(a, b)| first.verdict(a, b).unwrap())
+        .collect();
     let path = first.cache_path().unwrap().to_path_buf();
     assert!(path.exists());
 
@@ -219,7 +271,11 @@ fn cache_round_trip_skips_the_probe() {
     for v in &verdicts {
         assert_eq!(&second.verdict(v.from, v.to).unwrap(), v);
     }
-    assert_eq!(sim.stats().peer_copies_between(0, 1), 0, "answered from the cache");
+    assert_eq!(
+        sim.stats().peer_copies_between(0, 1),
+        0,
+        "answered from the cache"
+    );
     assert_eq!(sim.stats().enable_calls, 0);
 
     let third_sim = Arc::new(SimDriver::from_toml_str(FAULTY, Path::new("t.toml")).unwrap());
@@ -229,7 +285,11 @@ fn cache_round_trip_skips_the_probe() {
     };
     let third = PeerTable::new(third_sim.clone(), reprobe);
     assert!(third.verdict(0, 1).unwrap().is_verified());
-    assert_eq!(third_sim.stats().peer_copies_between(0, 1), 1, "reprobe ignores the cache");
+    assert_eq!(
+        third_sim.stats().peer_copies_between(0, 1),
+        1,
+        "reprobe ignores the cache"
+    );
 }
 
 #[test]
@@ -243,7 +303,11 @@ fn corrupt_cache_file_means_probe_again() {
         let sim = Arc::new(SimDriver::from_toml_str(FAULTY, Path::new("t.toml")).unwrap());
         let table = PeerTable::new(sim.clone(), cached_config(dir.path()));
         assert!(table.verdict(0, 1).unwrap().is_verified());
-        assert_eq!(sim.stats().peer_copies_between(0, 1), 1, "probed again after {garbage:?}");
+        assert_eq!(
+            sim.stats().peer_copies_between(0, 1),
+            1,
+            "probed again after {garbage:?}"
+        );
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains("\"format\""), "rewritten with a valid file");
     }
@@ -265,7 +329,11 @@ fn another_machines_cache_is_not_used() {
     std::fs::copy(&first_path, &other_path).unwrap();
     let table = PeerTable::new(sim.clone(), cached_config(dir.path()));
     assert!(table.verdict(0, 1).unwrap().is_verified());
-    assert_eq!(sim.stats().peer_copies_between(0, 1), 1, "probed, not taken from another machine's file");
+    assert_eq!(
+        sim.stats().peer_copies_between(0, 1),
+        1,
+        "probed, not taken from another machine's file"
+    );
 }
 
 #[test]
@@ -276,8 +344,14 @@ fn policy_verdicts_are_not_cached() {
         ..cached_config(dir.path())
     };
     let table = PeerTable::new(machine(FAULTY), config);
-    assert_eq!(table.verdict(0, 1).unwrap().reason, Reason::DisabledByPolicy);
+    assert_eq!(
+        table.verdict(0, 1).unwrap().reason,
+        Reason::DisabledByPolicy
+    );
     let sim = Arc::new(SimDriver::from_toml_str(FAULTY, Path::new("t.toml")).unwrap());
     let later = PeerTable::new(sim.clone(), cached_config(dir.path()));
-    assert!(later.verdict(0, 1).unwrap().is_verified(), "lifting the policy brings the pair back");
+    assert!(
+        later.verdict(0, 1).unwrap().is_verified(),
+        "lifting the policy brings the pair back"
+    );
 }

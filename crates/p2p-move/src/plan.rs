@@ -167,65 +167,40 @@ pub fn plan(
     }
 
     let (route, why) = choose_route(src, dst, verdicts, policy);
-
-    if route == Route::NoOp {
-        return Ok(Plan {
-            src,
-            dst,
-            bytes,
-            route,
-            chunks: Vec::new(),
-            chunk_bytes: None,
-            pipeline_depth: None,
-            reason: why,
-        });
-    }
-    if bytes == 0 {
-        return Ok(Plan {
-            src,
-            dst,
-            bytes,
-            route,
-            chunks: Vec::new(),
-            chunk_bytes: None,
-            pipeline_depth: None,
-            reason: format!("{why}; 0 bytes: nothing to copy"),
-        });
-    }
-    if !route.is_chunked() {
-        return Ok(Plan {
-            src,
-            dst,
-            bytes,
-            route,
-            chunks: vec![Chunk {
-                offset: 0,
-                len: bytes,
-            }],
-            chunk_bytes: None,
-            pipeline_depth: None,
-            reason: why,
-        });
-    }
-
-    let chunk_bytes = policy.chunk_bytes;
-    let chunks = split(bytes, chunk_bytes)?;
-    let small = bytes < policy.small_copy_bytes;
-    let pipeline_depth = if small { 1 } else { policy.pipeline_depth };
-    let layout = match (chunks.len(), small) {
-        (1, true) => format!(
-            " in one {} chunk (small copy: no pipeline)",
-            format_size(bytes)
-        ),
-        (1, false) => format!(" in one {} chunk", format_size(bytes)),
-        (_, true) => format!(
-            " in {} chunks, one at a time (small copy: no pipeline)",
-            format_size(chunk_bytes)
-        ),
-        (_, false) => format!(
-            " in {} chunks, {pipeline_depth} in flight",
-            format_size(chunk_bytes)
-        ),
+    let (chunks, chunk_bytes, pipeline_depth, reason) = if route == Route::NoOp {
+        (Vec::new(), None, None, why)
+    } else if bytes == 0 {
+        let reason = format!("{why}; 0 bytes: nothing to copy");
+        (Vec::new(), None, None, reason)
+    } else if !route.is_chunked() {
+        let whole = Chunk {
+            offset: 0,
+            len: bytes,
+        };
+        (vec![whole], None, None, why)
+    } else {
+        let chunk_bytes = policy.chunk_bytes;
+        let chunks = split(bytes, chunk_bytes)?;
+        let small = bytes < policy.small_copy_bytes;
+        let depth = if small { 1 } else { policy.pipeline_depth };
+        let layout = match (chunks.len(), small) {
+            (1, true) => format!(
+                " in one {} chunk (small copy: no pipeline)",
+                format_size(bytes)
+            ),
+            (1, false) => format!(" in one {} chunk", format_size(bytes)),
+            (_, true) => format!(
+                " in {} chunks, one at a time (small copy: no pipeline)",
+                format_size(chunk_bytes)
+            ),
+            (_, false) => format!(" in {} chunks, {depth} in flight", format_size(chunk_bytes)),
+        };
+        (
+            chunks,
+            Some(chunk_bytes),
+            Some(depth),
+            format!("{why}{layout}"),
+        )
     };
     Ok(Plan {
         src,
@@ -233,9 +208,9 @@ pub fn plan(
         bytes,
         route,
         chunks,
-        chunk_bytes: Some(chunk_bytes),
-        pipeline_depth: Some(pipeline_depth),
-        reason: format!("{why}{layout}"),
+        chunk_bytes,
+        pipeline_depth,
+        reason,
     })
 }
 

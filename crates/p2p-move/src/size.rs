@@ -49,7 +49,12 @@ pub enum ParseSizeError {
 }
 
 /// Reads a byte count: `4096`, `4096 B`, `64KiB`, `64 k`, `1.5 GiB`, `2 GB`.
-/// See the [module docs](self) for the units.
+///
+/// Units are case-insensitive and always count bytes. As in GNU coreutils
+/// (`dd`, `truncate`): `K`, `M`, `G`, `T`, `P`, `E` and `KiB` ... `EiB` are
+/// powers of 1024; `KB` ... `EB` are powers of 1000; `B` or no unit is bytes.
+/// A decimal fraction is accepted when the result is a whole number of bytes
+/// (`1.5 KiB` is 1536; `1.1 KiB` is refused).
 pub fn parse_size(text: &str) -> Result<usize, ParseSizeError> {
     let trimmed = text.trim();
     if trimmed.is_empty() {

@@ -11,7 +11,7 @@ use p2p_core::memory::{DeviceBuffer, Stream};
 use p2p_core::{AllocKind, Config, Driver, ProbeOptions, SimDriver};
 
 /// Four simulated GPUs, all pairs fine: the executor tests force routes by policy.
-pub const HEALTHY: &str = r#"
+pub(crate) const HEALTHY: &str = r#"
 [machine]
 name = "four healthy GPUs"
 [[gpu]]
@@ -48,12 +48,12 @@ to = 3
 both = true
 "#;
 
-pub fn sim_machine() -> Arc<dyn Driver> {
+pub(crate) fn sim_machine() -> Arc<dyn Driver> {
     Arc::new(SimDriver::from_toml_str(HEALTHY, Path::new("healthy.toml")).unwrap())
 }
 
 #[cfg(feature = "cuda-tests")]
-pub fn cuda_machine() -> Arc<dyn Driver> {
+pub(crate) fn cuda_machine() -> Arc<dyn Driver> {
     match p2p_core::CudaDriver::new() {
         Ok(driver) => Arc::new(driver),
         Err(err) => panic!("[Unsupported: needs a CUDA GPU] {err}"),
@@ -61,12 +61,12 @@ pub fn cuda_machine() -> Arc<dyn Driver> {
 }
 
 /// Fails (never passes silently) on a machine with too few GPUs.
-pub fn require_gpus(driver: &Arc<dyn Driver>, n: usize) {
+pub(crate) fn require_gpus(driver: &Arc<dyn Driver>, n: usize) {
     let have = driver.device_count();
     assert!(have >= n, "[Unsupported: needs {n} GPUs, found {have}]");
 }
 
-pub fn test_config() -> Config {
+pub(crate) fn test_config() -> Config {
     Config {
         probe: ProbeOptions {
             deadline: Duration::from_millis(500),
@@ -77,15 +77,15 @@ pub fn test_config() -> Config {
     }
 }
 
-pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn pattern(len: usize, seed: u64) -> Vec<u8> {
     p2p_core::probe::probe_pattern(len, seed)
 }
 
-pub fn complement(data: &[u8]) -> Vec<u8> {
+pub(crate) fn complement(data: &[u8]) -> Vec<u8> {
     data.iter().map(|b| !b).collect()
 }
 
-pub fn device_with(
+pub(crate) fn device_with(
     driver: &Arc<dyn Driver>,
     device: usize,
     data: &[u8],
@@ -98,14 +98,14 @@ pub fn device_with(
     buffer
 }
 
-pub fn read(driver: &Arc<dyn Driver>, buffer: &DeviceBuffer) -> Vec<u8> {
+pub(crate) fn read(driver: &Arc<dyn Driver>, buffer: &DeviceBuffer) -> Vec<u8> {
     buffer
         .read_to_vec(&Stream::new(driver, buffer.device()).unwrap())
         .unwrap()
 }
 
 /// Compares without printing megabytes on failure.
-pub fn assert_bytes(found: &[u8], expected: &[u8], what: &str) {
+pub(crate) fn assert_bytes(found: &[u8], expected: &[u8], what: &str) {
     assert_eq!(found.len(), expected.len(), "{what}: length");
     if let Some(i) = found.iter().zip(expected).position(|(a, b)| a != b) {
         panic!(

@@ -1,0 +1,218 @@
+//! The `p2p` binary end to end, on simulated machines (and on whatever this machine has).
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn topology(name: &str) -> String {
+    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "..", "..", "topologies", name]
+        .iter()
+        .collect();
+    path.display().to_string()
+}
+
+/// Runs `p2p` with a private cache folder and a short probe deadline.
+fn p2p(args: &[&str]) -> (Output, tempfile::TempDir) {
+    let cache = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_p2p"))
+        .args(args)
+        .env("P2P_CACHE_DIR", cache.path())
+        .env("P2P_PROBE_TIMEOUT_MS", "200")
+        .env_remove("P2P_DISABLE")
+        .env_remove("P2P_REPROBE")
+        .env_remove("P2P_NO_CACHE")
+        .output()
+        .unwrap();
+    (output, cache)
+}
+
+fn json(output: &Output) -> Value {
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn pair(doc: &Value, from: u64, to: u64) -> &Value {
+    doc["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["from"] == from && p["to"] == to)
+        .unwrap_or_else(|| panic!("no pair {from}->{to}"))
+}
+
+#[test]
+fn probe_without_a_driver_shows_the_builtin_simulation() {
+    let (output, _cache) = p2p(&["probe", "--json"]);
+    let doc = json(&output);
+    if doc["simulated"] == false {
+        // A machine with GPUs: the real matrix, complete.
+        let n = doc["devices"].as_array().unwrap().len();
+        assert_eq!(
+            doc["pairs"].as_array().unwrap().len(),
+            n * n.saturating_sub(1)
+        );
+        return;
+    }
+    assert_eq!(doc["devices"].as_array().unwrap().len(), 4);
+    assert_eq!(doc["pairs"].as_array().unwrap().len(), 12);
+    assert_eq!(pair(&doc, 2, 3)["verdict"], "broken");
+    assert_eq!(pair(&doc, 2, 3)["reason"], "corrupt");
+    assert_eq!(pair(&doc, 3, 2)["verdict"], "works");
+    assert!(doc["notice"].as_str().unwrap().contains("SIMULATED"));
+
+    let (text, _cache) = p2p(&["probe"]);
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    assert!(stdout.contains("SIMULATED machine"), "{stdout}");
+    assert!(stdout.contains("no CUDA driver"), "{stdout}");
+}
+
+#[test]
+fn require_gpu_exits_2_without_one() {
+    let (probe, _cache) = p2p(&["probe", "--json"]);
+    if json(&probe)["simulated"] == false {
+        return; // this machine has a GPU
+    }
+    let (output, _cache) = p2p(&["probe", "--require-gpu"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no usable GPU"));
+}
+
+#[test]
+fn every_fault_gives_its_reason() {
+    let (output, _cache) = p2p(&["probe", "--json", "--sim", &topology("every-fault.toml")]);
+    let doc = json(&output);
+    assert_eq!(doc["simulated"], true);
+    let reason = |from, to| pair(&doc, from, to)["reason"].as_str().unwrap().to_string();
+    assert_eq!(reason(0, 1), "verified");
+    assert_eq!(reason(0, 2), "corrupt");
+    assert_eq!(reason(2, 0), "verified");
+    assert_eq!(reason(0, 3), "corrupt");
+    assert_eq!(reason(0, 4), "corrupt");
+    assert_eq!(reason(0, 5), "timeout");
+    assert_eq!(reason(1, 2), "not-claimed");
+    assert_eq!(reason(1, 3), "enable-failed");
+    assert_eq!(reason(2, 3), "verified");
+    assert_eq!(pair(&doc, 1, 3)["claimed"], true);
+    assert_eq!(pair(&doc, 1, 2)["claimed"], false);
+
+    let (thorough, _cache) = p2p(&[
+        "probe",
+        "--json",
+        "--thorough",
+        "--sim",
+        &topology("every-fault.toml"),
+    ]);
+    let doc = json(&thorough);
+    assert_eq!(pair(&doc, 2, 3)["reason"], "slower-than-staging");
+}
+
+#[test]
+fn disabled_pairs_show_as_disabled() {
+    let cache = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_p2p"))
+        .args(["probe", "--json", "--sim", &topology("every-fault.toml")])
+        .env("P2P_CACHE_DIR", cache.path())
+        .env("P2P_PROBE_TIMEOUT_MS", "200")
+        .env("P2P_DISABLE", "0<->1")
+        .output()
+        .unwrap();
+    let doc = json(&output);
+    assert_eq!(pair(&doc, 0, 1)["verdict"], "disabled");
+    assert_eq!(pair(&doc, 1, 0)["reason"], "disabled-by-policy");
+}
+
+#[test]
+fn verify_on_every_fault_delivers_every_byte() {
+    let (output, _cache) = p2p(&[
+        "verify",
+        "--json",
+        "--sim",
+        &topology("every-fault.toml"),
+        "--moves",
+        "147",
+        "--max-bytes",
+        "3MiB",
+        "--seed",
+        "7",
+    ]);
+    let doc = json(&output);
+    assert_eq!(doc["moves"], 147);
+    assert_eq!(doc["mismatches"], 0, "{doc}");
+    assert_eq!(doc["errors"], 0, "{doc}");
+    let routes = doc["routes"].as_object().unwrap();
+    for route in [
+        "noop",
+        "host-to-device",
+        "device-to-host",
+        "peer",
+        "staged",
+        "via",
+    ] {
+        assert!(routes.contains_key(route), "no {route} move in {routes:?}");
+    }
+}
+
+#[test]
+fn plan_explains_the_route() {
+    let sim = topology("rtx4090x4.toml");
+    let (output, _cache) = p2p(&[
+        "plan", "--json", "--sim", &sim, "--from", "cuda:0", "--to", "cuda:1", "--bytes", "64MiB",
+    ]);
+    let doc = json(&output);
+    assert_eq!(doc["route"], "via");
+    assert_eq!(doc["via"], 2);
+    assert_eq!(doc["chunk_bytes"], 8 << 20);
+    assert!(doc["reason"].as_str().unwrap().contains("not verified"));
+
+    let (output, _cache) = p2p(&[
+        "plan", "--json", "--sim", &sim, "--from", "cuda:0", "--to", "cuda:2", "--bytes", "4096",
+    ]);
+    let doc = json(&output);
+    assert_eq!(doc["route"], "peer");
+    assert_eq!(doc["via"], Value::Null);
+
+    let (output, _cache) = p2p(&[
+        "plan", "--json", "--sim", &sim, "--from", "cpu", "--to", "cpu", "--bytes", "1GiB",
+    ]);
+    assert_eq!(json(&output)["route"], "noop");
+}
+
+#[test]
+fn bad_input_gets_a_clear_error() {
+    let sim = topology("rtx4090x4.toml");
+    let (output, _cache) = p2p(&[
+        "plan", "--sim", &sim, "--from", "cuda:9", "--to", "cpu", "--bytes", "1",
+    ]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cuda:9 does not exist"));
+
+    let (output, _cache) = p2p(&[
+        "plan", "--sim", &sim, "--from", "gpu0", "--to", "cpu", "--bytes", "1",
+    ]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cuda:N"));
+
+    let (output, _cache) = p2p(&[
+        "plan", "--sim", &sim, "--from", "cpu", "--to", "cuda:0", "--bytes", "lots",
+    ]);
+    assert!(!output.status.success());
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[gpu]]\nname = \"x\"\n\n[[peer]]\nfrom = 0\nto = 7\n",
+    )
+    .unwrap();
+    let (output, _cache) = p2p(&["probe", "--sim", bad.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("bad.toml:"), "names the file: {stderr}");
+}
