@@ -26,7 +26,8 @@ mod verdicts;
 
 pub use error::{Error, PlanError, Result};
 pub use exec::{
-    Completion, MoveSource, MoveTarget, Mover, RawBytes, RawRange, StreamOrder, Transfer,
+    BatchCompletion, Completion, MoveSource, MoveTarget, Mover, RawBytes, RawRange, StreamOrder,
+    Transfer,
 };
 pub use p2p_core::Error as CoreError;
 pub use p2p_core::Location;

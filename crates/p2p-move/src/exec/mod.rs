@@ -20,7 +20,7 @@ use p2p_core::memory::DeviceBuffer;
 use p2p_core::{CopyDesc, DevicePtr, Driver, Location, PeerTable, PoolId, StreamId};
 
 pub use raw_bytes::{MoveSource, MoveTarget, RawBytes, RawRange};
-pub use transfer::{Completion, Transfer};
+pub use transfer::{BatchCompletion, Completion, Transfer};
 
 use crate::{plan, Error, Plan, Policy, Result, Route};
 use events::{DeviceResources, PooledEvent};
@@ -264,10 +264,7 @@ impl Mover {
         &self,
         items: &mut [(&dyn MoveSource, &mut dyn MoveTarget)],
     ) -> Result<Vec<Plan>> {
-        let mut plans = Vec::with_capacity(items.len());
-        let mut peer_groups: Vec<(usize, Vec<CopyDesc>)> = Vec::new();
-        let mut pending: Vec<Completion> = Vec::new();
-        let mut checks: Vec<(RawBytes, RawBytes, usize)> = Vec::new();
+        let mut ranges = Vec::with_capacity(items.len());
         for (src, dst) in items.iter_mut() {
             let (src_len, dst_len) = (src.byte_len(), dst.byte_len());
             if src_len != dst_len {
@@ -276,57 +273,98 @@ impl Mover {
                     dst_bytes: dst_len,
                 });
             }
-            let (s, d) = (src.raw_bytes(), dst.raw_bytes_mut());
-            let plan = self.plan(s.location(), d.location(), src_len)?;
+            ranges.push((src.raw_bytes(), dst.raw_bytes_mut(), src_len));
+        }
+        // SAFETY: the exclusive borrows of `items` outlive the wait below,
+        // and on error `copy_batch_raw_async` waits for what it queued.
+        let batch = unsafe { self.copy_batch_raw_async(&ranges, StreamOrder::default())? };
+        batch.wait()
+    }
+
+    /// Queues many copies between raw ranges, ordered with `order` as one
+    /// move would be. If queuing fails part-way, waits for what was queued
+    /// before returning the error, so no copy outlives the call's failure.
+    ///
+    /// # Safety
+    /// As [`Mover::copy_raw_async`], for every `(src, dst, len)`.
+    pub unsafe fn copy_batch_raw_async(
+        &self,
+        items: &[(RawBytes, RawBytes, usize)],
+        order: StreamOrder,
+    ) -> Result<BatchCompletion> {
+        let mut batch = BatchCompletion::default();
+        // SAFETY: forwarded caller contract.
+        match unsafe { self.queue_batch(items, order, &mut batch) } {
+            Ok(()) => Ok(batch),
+            Err(err) => {
+                batch.wait_quietly();
+                Err(err)
+            }
+        }
+    }
+
+    /// # Safety
+    /// As [`Mover::copy_batch_raw_async`].
+    unsafe fn queue_batch(
+        &self,
+        items: &[(RawBytes, RawBytes, usize)],
+        order: StreamOrder,
+        batch: &mut BatchCompletion,
+    ) -> Result<()> {
+        let mut peer_groups: Vec<(usize, Vec<CopyDesc>)> = Vec::new();
+        let mut verify = Vec::new();
+        for &(s, d, len) in items {
+            let plan = self.plan(s.location(), d.location(), len)?;
             match (s, d, plan.route) {
-                (RawBytes::Device(sp), RawBytes::Device(dp), Route::Peer) if src_len > 0 => {
+                (RawBytes::Device(sp), RawBytes::Device(dp), Route::Peer) if len > 0 => {
                     self.grant_pools(sp, dp)?;
                     let copy = CopyDesc {
                         dst: dp,
                         src: sp,
-                        bytes: src_len,
+                        bytes: len,
                     };
                     match peer_groups.iter_mut().find(|(from, _)| *from == sp.device) {
                         Some((_, group)) => group.push(copy),
                         None => peer_groups.push((sp.device, vec![copy])),
                     }
-                    checks.push((s, d, src_len));
+                    if self.verify {
+                        verify.push(transfer::VerifyRequest {
+                            driver: self.driver.clone(),
+                            src: s,
+                            dst: d,
+                            len,
+                        });
+                    }
                 }
-                _ => {
-                    // SAFETY: the exclusive borrows of `items` outlive the
-                    // waits below, which cover every queued copy.
-                    pending.push(unsafe {
-                        self.copy_raw_async(s, d, src_len, StreamOrder::default())?
-                    });
-                }
+                // SAFETY: forwarded caller contract.
+                _ => batch
+                    .parts
+                    .push(unsafe { self.copy_raw_async(s, d, len, order)? }),
             }
-            plans.push(plan);
+            batch.plans.push(plan);
         }
+        if peer_groups.is_empty() {
+            return Ok(());
+        }
+        let start = self.start_events(order)?;
         let cx = RouteContext {
             driver: &self.driver,
             res: &self.res,
             staging: &self.staging,
-            start: &[],
+            start: &start,
             deadline: self.wait_deadline(0),
         };
-        let mut batch_done = Vec::new();
         for (from, copies) in &peer_groups {
             let bytes: usize = copies.iter().map(|c| c.bytes).sum();
-            // SAFETY: as above: the borrows of `items` outlive the waits below.
-            batch_done.push((unsafe { raw::peer_batch(&cx, *from, copies)? }, bytes));
-        }
-        for (event, bytes) in batch_done {
-            event.wait(self.wait_deadline(bytes))?;
-        }
-        for completion in pending {
-            completion.wait()?;
-        }
-        if self.verify {
-            for (s, d, len) in checks {
-                transfer::verify_bytes(&self.driver, s, d, len)?;
+            // SAFETY: forwarded caller contract.
+            let done = unsafe { raw::peer_batch(&cx, *from, copies)? };
+            if let Some(stream) = order.dst_stream {
+                self.driver.stream_wait_event(stream, done.id())?;
             }
+            batch.events.push((done, self.wait_deadline(bytes)));
         }
-        Ok(plans)
+        batch.verify = verify;
+        Ok(())
     }
 
     /// Same location: a device-to-device copy on the device, or a host memcpy.

@@ -79,6 +79,65 @@ impl Completion {
     }
 }
 
+/// The end of a queued batch: every copy's completion. Like [`Completion`],
+/// owns no memory and does not wait when dropped.
+#[derive(Debug, Default)]
+#[must_use = "a completion says when the memory of a batch may be touched again"]
+pub struct BatchCompletion {
+    pub(crate) plans: Vec<Plan>,
+    /// Moves queued one by one (routes other than peer).
+    pub(crate) parts: Vec<Completion>,
+    /// Batched peer copies, one event per source device.
+    pub(crate) events: Vec<(PooledEvent, Duration)>,
+    pub(crate) verify: Vec<VerifyRequest>,
+}
+
+impl BatchCompletion {
+    /// The plan of every item, in order.
+    pub fn plans(&self) -> &[Plan] {
+        &self.plans
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.parts.iter().all(Completion::is_done)
+            && self.events.iter().all(|(event, _)| event.is_done())
+    }
+
+    /// Blocks until every copy is done; verifies in verify mode.
+    pub fn wait(self) -> Result<Vec<Plan>> {
+        let mut first_error = None;
+        for (event, deadline) in &self.events {
+            if let Err(err) = event.wait(*deadline) {
+                first_error.get_or_insert(Error::from(err));
+            }
+        }
+        for part in self.parts {
+            if let Err(err) = part.wait() {
+                first_error.get_or_insert(err);
+            }
+        }
+        if let Some(err) = first_error {
+            return Err(err);
+        }
+        for request in &self.verify {
+            verify_bytes(&request.driver, request.src, request.dst, request.len)?;
+        }
+        Ok(self.plans)
+    }
+
+    /// Waits for everything queued, ignoring errors (the caller has one already).
+    pub(crate) fn wait_quietly(self) {
+        for (event, deadline) in &self.events {
+            let _ = event.wait(*deadline);
+        }
+        for part in self.parts {
+            if let Some(done) = &part.done {
+                let _ = done.wait(part.deadline);
+            }
+        }
+    }
+}
+
 /// A queued move that borrows its source and destination: neither can be
 /// freed or touched until it is waited for or dropped. Dropping waits.
 #[derive(Debug)]
