@@ -59,6 +59,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A copy between ranges of different sizes; nothing was copied.
+    #[error("size mismatch: {src_bytes} bytes do not fit a buffer of {dst_bytes}")]
+    SizeMismatch { src_bytes: usize, dst_bytes: usize },
+
     /// An operation the backend cannot do (a simulated-only call on CUDA, ...).
     #[error("unsupported: {0}")]
     Unsupported(String),

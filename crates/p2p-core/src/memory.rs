@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::{AllocKind, DevicePtr, Driver, EventId, Result, StreamId};
+use crate::{AllocKind, DevicePtr, Driver, Error, EventId, Result, StreamId};
 
 /// Device memory owned by this value.
 pub struct DeviceBuffer {
@@ -62,12 +62,12 @@ impl DeviceBuffer {
 
     /// Overwrites the start of the buffer with `data`, blocking on `stream`.
     pub fn write_from_slice(&self, data: &[u8], stream: &Stream) -> Result<()> {
-        assert!(
-            data.len() <= self.len,
-            "write of {} bytes into a buffer of {}",
-            data.len(),
-            self.len
-        );
+        if data.len() > self.len {
+            return Err(Error::SizeMismatch {
+                src_bytes: data.len(),
+                dst_bytes: self.len,
+            });
+        }
         if !data.is_empty() {
             // SAFETY: both ranges are in bounds and live until the synchronize below.
             unsafe {
