@@ -1,1 +1,15 @@
-//! Shared helpers for the criterion benchmarks under `benches/`.
+//! Shared helpers for the benchmarks of `p2p-move`: timing, byte patterns,
+//! the report table, raw driver baselines, and sub-ranges of device buffers.
+//!
+//! The criterion CPU benchmarks live in `benches/benches/`; the GPU suite is
+//! [`gpu`], run by the `gpu-bench` binary (built into the `cargo xtask
+//! gpu-test --bundle` bundle), which compares our routes with raw driver
+//! calls on real GPUs.
+
+pub mod cli;
+pub mod gpu;
+pub mod pattern;
+pub mod raw_baselines;
+pub mod raw_ranges;
+pub mod report;
+pub mod timing;

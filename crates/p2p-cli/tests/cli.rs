@@ -168,7 +168,11 @@ fn plan_explains_the_route() {
     let doc = json(&output);
     assert_eq!(doc["route"], "via");
     assert_eq!(doc["via"], 2);
-    assert_eq!(doc["chunk_bytes"], 8 << 20);
+    assert_eq!(
+        doc["chunk_bytes"],
+        4 << 20,
+        "64 MiB in 16 chunks fills the pipeline"
+    );
     assert!(doc["reason"].as_str().unwrap().contains("not verified"));
 
     let (output, _cache) = p2p(&[

@@ -137,6 +137,14 @@ pub trait Driver: Send + Sync + fmt::Debug {
     /// The pool that owns `ptr`, or `None` for memory not from a stream-ordered pool.
     fn pool_of(&self, ptr: DevicePtr) -> Result<Option<PoolId>>;
 
+    /// The device's default stream-ordered pool (where `cuMemAllocAsync`,
+    /// `cudarc` and PyTorch's `cudaMallocAsync` backend allocate), or `None`
+    /// where the driver has no pools.
+    fn default_pool(&self, device: usize) -> Result<Option<PoolId>> {
+        self.check_device(device)?;
+        Ok(None)
+    }
+
     /// Lets `accessor` read and write memory of `pool` (`cuMemPoolSetAccess`).
     fn grant_pool_access(&self, pool: PoolId, accessor: usize) -> Result<()>;
 
@@ -232,32 +240,70 @@ pub trait Driver: Send + Sync + fmt::Debug {
     /// Blocks until everything queued on `stream` has finished (no deadline).
     fn synchronize_stream(&self, stream: StreamId) -> Result<()>;
 
+    /// Whether everything queued on `stream` so far has finished
+    /// (`cuStreamQuery`). The default records and queries a throwaway event.
+    fn stream_done(&self, stream: StreamId) -> Result<bool> {
+        let event = self.create_event(stream.device)?;
+        let done = self
+            .record_event(event, stream)
+            .and_then(|()| self.event_done(event));
+        // SAFETY: the event was created above and is destroyed once; a
+        // recorded event may be destroyed before it completes.
+        unsafe { self.destroy_event(event)? };
+        done
+    }
+
     /// Blocks until `event` is done or `deadline` has passed.
     ///
     /// Polls, so that a hung copy becomes a [`Error::Timeout`] instead of a hung
-    /// process: spins briefly (short copies finish in microseconds), then sleeps.
+    /// process. See [`poll_until`] for how often.
     fn wait_event(&self, event: EventId, deadline: Duration) -> Result<()> {
-        let start = Instant::now();
-        let mut spins = 0u32;
-        loop {
-            if self.event_done(event)? {
-                return Ok(());
-            }
-            let waited = start.elapsed();
-            if waited >= deadline {
-                return Err(Error::Timeout {
-                    what: format!("work on cuda:{}", event.device),
-                    after_ms: deadline.as_millis() as u64,
-                });
-            }
-            spins += 1;
-            if spins < 2000 {
-                std::hint::spin_loop();
-            } else if spins < 2200 {
-                std::thread::yield_now();
-            } else {
-                std::thread::sleep(Duration::from_micros(200));
-            }
+        poll_until(deadline, || self.event_done(event)).map_err(|err| match err {
+            Error::Timeout { after_ms, .. } => Error::Timeout {
+                what: format!("work on cuda:{}", event.device),
+                after_ms,
+            },
+            other => other,
+        })
+    }
+
+    /// Blocks until `stream` is idle or `deadline` has passed (see [`Driver::wait_event`]).
+    fn wait_stream(&self, stream: StreamId, deadline: Duration) -> Result<()> {
+        poll_until(deadline, || self.stream_done(stream)).map_err(|err| match err {
+            Error::Timeout { after_ms, .. } => Error::Timeout {
+                what: format!("work on a stream of cuda:{}", stream.device),
+                after_ms,
+            },
+            other => other,
+        })
+    }
+}
+
+/// Calls `done` until it answers true, or fails with a timeout after `deadline`.
+///
+/// Spins (with yields) for the first 100 µs, since short copies end in
+/// microseconds; then sleeps for 1/32 of the time waited so far (10 µs to
+/// 1 ms), which keeps the overshoot of a long copy near 3 % while leaving
+/// the core alone.
+pub fn poll_until(deadline: Duration, mut done: impl FnMut() -> Result<bool>) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        if done()? {
+            return Ok(());
+        }
+        let waited = start.elapsed();
+        if waited >= deadline {
+            return Err(Error::Timeout {
+                what: "work on a device".into(),
+                after_ms: deadline.as_millis() as u64,
+            });
+        }
+        if waited < Duration::from_micros(100) {
+            std::hint::spin_loop();
+            std::thread::yield_now();
+        } else {
+            let nap = (waited / 32).clamp(Duration::from_micros(10), Duration::from_millis(1));
+            std::thread::sleep(nap.min(deadline - waited));
         }
     }
 }

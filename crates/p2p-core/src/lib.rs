@@ -25,7 +25,9 @@ mod verdict;
 pub use config::{CacheSetting, Config, DisabledPairs};
 pub use cuda::CudaDriver;
 pub use device::{DeviceInfo, PeerClaim};
-pub use driver::{AllocKind, Backend, CopyDesc, DevicePtr, Driver, EventId, PoolId, StreamId};
+pub use driver::{
+    poll_until, AllocKind, Backend, CopyDesc, DevicePtr, Driver, EventId, PoolId, StreamId,
+};
 pub use error::{Error, Result};
 pub use location::{Location, ParseLocationError};
 pub use probe::{probe_pair, ProbeOptions};

@@ -33,6 +33,11 @@ pub struct Policy {
     /// is valid (0 pipelines everything). Default
     /// [`Policy::DEFAULT_SMALL_COPY_BYTES`].
     pub small_copy_bytes: usize,
+    /// Chunks shrink, down to this size, so that a medium copy still splits
+    /// into about four chunks per pipeline slot: a pipeline of few chunks
+    /// spends a large share of its time filling and draining (8 chunks reach
+    /// at most 8/9 of the link). Default [`Policy::DEFAULT_MIN_CHUNK_BYTES`].
+    pub min_chunk_bytes: usize,
 }
 
 impl Policy {
@@ -46,6 +51,21 @@ impl Policy {
     /// syncs), and CUDA already treats host-to-device copies of 64 KB or
     /// less specially (they return before the copy completes).
     pub const DEFAULT_SMALL_COPY_BYTES: usize = 64 << 10;
+
+    /// 1 MiB: about 20 µs on a PCIe Gen5 link, several times what queuing a
+    /// chunk costs on the host.
+    pub const DEFAULT_MIN_CHUNK_BYTES: usize = 1 << 20;
+
+    /// The chunk size for a chunked copy of `bytes`: `chunk_bytes`, shrunk
+    /// towards `min_chunk_bytes` until there are about `4 * pipeline_depth`
+    /// chunks. Never above `chunk_bytes`, never 0.
+    pub fn chunk_bytes_for(&self, bytes: usize) -> usize {
+        let per_chunk = bytes.div_ceil(4 * self.pipeline_depth.max(1));
+        per_chunk
+            .max(self.min_chunk_bytes)
+            .min(self.chunk_bytes)
+            .max(1)
+    }
 
     /// Checks that the planner can use this policy.
     pub fn validate(&self) -> Result<(), PlanError> {
@@ -75,6 +95,7 @@ impl Default for Policy {
             allow_peer: true,
             allow_via: true,
             small_copy_bytes: Self::DEFAULT_SMALL_COPY_BYTES,
+            min_chunk_bytes: Self::DEFAULT_MIN_CHUNK_BYTES,
         }
     }
 }

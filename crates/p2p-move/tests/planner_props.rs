@@ -70,20 +70,30 @@ fn policy() -> impl Strategy<Value = Policy> {
     ];
     let pipeline_depth = prop_oneof![1 => Just(0usize), 8 => 1usize..=16];
     let small_copy_bytes = prop_oneof![Just(0usize), 0usize..=(1 << 20), Just(usize::MAX)];
+    let min_chunk_bytes = prop_oneof![Just(0usize), 1usize..=(2 << 20)];
     (
         chunk_bytes,
         pipeline_depth,
         any::<bool>(),
         any::<bool>(),
         small_copy_bytes,
+        min_chunk_bytes,
     )
         .prop_map(
-            |(chunk_bytes, pipeline_depth, allow_peer, allow_via, small_copy_bytes)| Policy {
+            |(
                 chunk_bytes,
                 pipeline_depth,
                 allow_peer,
                 allow_via,
                 small_copy_bytes,
+                min_chunk_bytes,
+            )| Policy {
+                chunk_bytes,
+                pipeline_depth,
+                allow_peer,
+                allow_via,
+                small_copy_bytes,
+                min_chunk_bytes,
             },
         )
 }
@@ -222,8 +232,13 @@ proptest! {
         }
         prop_assert_eq!(next, case.bytes);
         if plan.route.is_chunked() {
-            let chunk_bytes = case.policy.chunk_bytes;
+            let chunk_bytes = case.policy.chunk_bytes_for(case.bytes);
             prop_assert_eq!(plan.chunk_bytes, Some(chunk_bytes));
+            prop_assert!(chunk_bytes <= case.policy.chunk_bytes, "never above the policy's chunk size");
+            prop_assert!(
+                chunk_bytes >= case.policy.min_chunk_bytes.min(case.policy.chunk_bytes),
+                "never below the minimum"
+            );
             prop_assert!(plan.chunks.iter().all(|chunk| chunk.len <= chunk_bytes));
             // All but the last are full.
             let (_, full) = plan.chunks.split_last().unwrap_or_else(|| unreachable!());

@@ -8,6 +8,15 @@ use p2p_move::{
 
 const MIB: usize = 1 << 20;
 
+/// The default policy with chunks that never shrink, so reasons name the
+/// policy's chunk size (`shrinking_chunks_fill_the_pipeline` covers shrinking).
+fn fixed_chunks() -> Policy {
+    Policy {
+        min_chunk_bytes: usize::MAX,
+        ..Policy::default()
+    }
+}
+
 fn plan_ok(
     src: Location,
     dst: Location,
@@ -37,7 +46,7 @@ fn peer_reason() {
         gpu(1),
         512 * MIB,
         &VerdictMatrix::all_verified(2),
-        &Policy::default(),
+        &fixed_chunks(),
     );
     assert_eq!(plan.route, Route::Peer);
     assert_eq!(
@@ -58,7 +67,7 @@ fn peer_reason() {
 fn via_reason_picks_the_lowest_verified_middle() {
     // 2 -> 3 broken; 2 -> 0 -> 3 and 2 -> 1 -> 3 both work: 0 wins.
     let verdicts = matrix(4, &[(2, 0), (0, 3), (2, 1), (1, 3)]);
-    let plan = plan_ok(gpu(2), gpu(3), 20 * MIB, &verdicts, &Policy::default());
+    let plan = plan_ok(gpu(2), gpu(3), 20 * MIB, &verdicts, &fixed_chunks());
     assert_eq!(plan.route, Route::Via { gpu: 0 });
     assert_eq!(
         plan.reason,
@@ -77,7 +86,7 @@ fn via_reason_picks_the_lowest_verified_middle() {
 fn via_needs_both_legs() {
     // 0 -> 2 works but 2 -> 1 does not; 1 is the destination and may not be the middle.
     let verdicts = matrix(3, &[(0, 2), (1, 1), (0, 0)]);
-    let plan = plan_ok(gpu(0), gpu(1), 16 * MIB, &verdicts, &Policy::default());
+    let plan = plan_ok(gpu(0), gpu(1), 16 * MIB, &verdicts, &fixed_chunks());
     assert_eq!(plan.route, Route::Staged);
     assert_eq!(
         plan.reason,
@@ -93,7 +102,7 @@ fn staged_reasons_say_why_not_peer_and_not_via() {
         gpu(0),
         16 * MIB,
         &VerdictMatrix::new(2),
-        &Policy::default(),
+        &fixed_chunks(),
     );
     assert_eq!(two.route, Route::Staged);
     assert_eq!(
@@ -104,7 +113,7 @@ fn staged_reasons_say_why_not_peer_and_not_via() {
 
     let no_peer = Policy {
         allow_peer: false,
-        ..Policy::default()
+        ..fixed_chunks()
     };
     let disabled = plan_ok(
         gpu(0),
@@ -122,7 +131,7 @@ fn staged_reasons_say_why_not_peer_and_not_via() {
 
     let no_via = Policy {
         allow_via: false,
-        ..Policy::default()
+        ..fixed_chunks()
     };
     let verdicts = matrix(3, &[(0, 2), (2, 1)]);
     let via_off = plan_ok(gpu(0), gpu(1), 16 * MIB, &verdicts, &no_via);
@@ -137,13 +146,7 @@ fn staged_reasons_say_why_not_peer_and_not_via() {
 #[test]
 fn host_reasons() {
     let verdicts = VerdictMatrix::new(1);
-    let up = plan_ok(
-        Location::Host,
-        gpu(0),
-        3 * MIB,
-        &verdicts,
-        &Policy::default(),
-    );
+    let up = plan_ok(Location::Host, gpu(0), 3 * MIB, &verdicts, &fixed_chunks());
     assert_eq!(up.route, Route::HostToDevice);
     assert_eq!(
         up.reason,
@@ -154,13 +157,7 @@ fn host_reasons() {
         (Some(8 * MIB), Some(4))
     );
 
-    let down = plan_ok(
-        gpu(0),
-        Location::Host,
-        17 * MIB,
-        &verdicts,
-        &Policy::default(),
-    );
+    let down = plan_ok(gpu(0), Location::Host, 17 * MIB, &verdicts, &fixed_chunks());
     assert_eq!(down.route, Route::DeviceToHost);
     assert_eq!(
         down.reason,
@@ -176,7 +173,7 @@ fn small_copies_are_not_pipelined() {
         gpu(1),
         4096,
         &VerdictMatrix::new(2),
-        &Policy::default(),
+        &fixed_chunks(),
     );
     assert_eq!(plan.route, Route::Staged);
     assert!(
@@ -192,7 +189,7 @@ fn small_copies_are_not_pipelined() {
     let policy = Policy {
         chunk_bytes: 16 << 10,
         small_copy_bytes: 1 << 20,
-        ..Policy::default()
+        ..fixed_chunks()
     };
     let plan = plan_ok(
         Location::Host,
@@ -212,7 +209,7 @@ fn small_copies_are_not_pipelined() {
 #[test]
 fn noop_and_empty_reasons() {
     let verdicts = VerdictMatrix::all_verified(2);
-    let policy = Policy::default();
+    let policy = fixed_chunks();
     for bytes in [0, 1, 512 * MIB] {
         let same = plan_ok(gpu(1), gpu(1), bytes, &verdicts, &policy);
         assert_eq!(same.route, Route::NoOp);
@@ -247,7 +244,7 @@ fn noop_and_empty_reasons() {
 #[test]
 fn errors_say_what_and_with_what() {
     let verdicts = VerdictMatrix::all_verified(2);
-    let error = plan(gpu(0), gpu(2), 1, &verdicts, &Policy::default()).unwrap_err();
+    let error = plan(gpu(0), gpu(2), 1, &verdicts, &fixed_chunks()).unwrap_err();
     assert_eq!(
         error,
         PlanError::InvalidDevice {
@@ -260,11 +257,11 @@ fn errors_say_what_and_with_what() {
         "cuda:2 does not exist: this machine has 2 GPU(s)"
     );
     // Even a move from a missing GPU to itself is refused, not a silent no-op.
-    assert!(plan(gpu(5), gpu(5), 1, &verdicts, &Policy::default()).is_err());
+    assert!(plan(gpu(5), gpu(5), 1, &verdicts, &fixed_chunks()).is_err());
 
     let zero_chunk = Policy {
         chunk_bytes: 0,
-        ..Policy::default()
+        ..fixed_chunks()
     };
     let error = plan(gpu(0), gpu(1), 1, &verdicts, &zero_chunk).unwrap_err();
     assert_eq!(
@@ -273,7 +270,7 @@ fn errors_say_what_and_with_what() {
     );
     let zero_depth = Policy {
         pipeline_depth: 0,
-        ..Policy::default()
+        ..fixed_chunks()
     };
     assert!(matches!(
         plan(gpu(0), gpu(1), 1, &verdicts, &zero_depth),
@@ -334,7 +331,7 @@ fn serialised_names() {
         gpu(1),
         10,
         &matrix(3, &[(0, 2), (2, 1)]),
-        &Policy::default(),
+        &fixed_chunks(),
     );
     let json = serde_json::to_value(&plan).unwrap_or_default();
     assert_eq!(json["route"], "via");
@@ -383,7 +380,7 @@ impl PeerVerdicts for Recording {
 
 #[test]
 fn asks_only_about_pairs_it_may_use() {
-    let policy = Policy::default();
+    let policy = fixed_chunks();
     let all = Recording::new(VerdictMatrix::all_verified(8));
     assert_eq!(all.asked_for(gpu(3), gpu(5), &policy), [(3, 5)]);
     assert_eq!(all.asked_for(Location::Host, gpu(5), &policy), []);
@@ -391,7 +388,7 @@ fn asks_only_about_pairs_it_may_use() {
     assert_eq!(all.asked_for(gpu(5), gpu(5), &policy), []);
     let no_peer = Policy {
         allow_peer: false,
-        ..Policy::default()
+        ..fixed_chunks()
     };
     assert_eq!(all.asked_for(gpu(3), gpu(5), &no_peer), []);
 
@@ -404,7 +401,23 @@ fn asks_only_about_pairs_it_may_use() {
     );
     let no_via = Policy {
         allow_via: false,
-        ..Policy::default()
+        ..fixed_chunks()
     };
     assert_eq!(partial.asked_for(gpu(3), gpu(5), &no_via), [(3, 5)]);
+}
+
+#[test]
+fn shrinking_chunks_fill_the_pipeline() {
+    let verdicts = VerdictMatrix::new(2);
+    let policy = Policy::default();
+    let chunk = |bytes: usize| plan_ok(gpu(0), gpu(1), bytes, &verdicts, &policy).chunk_bytes;
+    assert_eq!(
+        chunk(1 << 30),
+        Some(8 * MIB),
+        "large copies use the full chunk"
+    );
+    assert_eq!(chunk(64 * MIB), Some(4 * MIB), "16 chunks for 4 in flight");
+    assert_eq!(chunk(4 * MIB), Some(MIB), "never below the minimum");
+    let reason = plan_ok(gpu(0), gpu(1), 64 * MIB, &verdicts, &policy).reason;
+    assert!(reason.ends_with("in 4 MiB chunks, 4 in flight"), "{reason}");
 }

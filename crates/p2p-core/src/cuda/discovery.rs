@@ -42,6 +42,7 @@ const REQUIRED_SYMBOLS: &[&CStr] = &[
     c"cuStreamCreate",
     c"cuStreamDestroy_v2",
     c"cuStreamSynchronize",
+    c"cuStreamQuery",
     c"cuStreamWaitEvent",
     c"cuEventCreate",
     c"cuEventDestroy_v2",

@@ -628,6 +628,19 @@ pub(super) unsafe fn event_query(event: CUevent) -> Result<bool> {
     }
 }
 
+/// `cuStreamQuery`: `true` once everything queued on the stream has finished.
+///
+/// # Safety
+/// `stream` (or null) is live and of the current context.
+pub(super) unsafe fn stream_query(stream: CUstream) -> Result<bool> {
+    // SAFETY: the caller's contract.
+    match unsafe { sys::cuStreamQuery(stream) } {
+        CUresult::CUDA_SUCCESS => Ok(true),
+        CUresult::CUDA_ERROR_NOT_READY => Ok(false),
+        failed => Err(cuda_error("cuStreamQuery", failed)),
+    }
+}
+
 /// `cuEventElapsedTime`, in milliseconds: the original symbol, which every
 /// driver exports (cudarc itself moves to `_v2` only with CUDA 13 headers).
 ///

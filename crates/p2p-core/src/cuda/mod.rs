@@ -488,6 +488,25 @@ impl Driver for CudaDriver {
         unsafe { ffi::event_query(raw_to_handle(event.raw)) }
     }
 
+    fn stream_done(&self, stream: StreamId) -> Result<bool> {
+        self.bind(stream.device)?;
+        // SAFETY: as in `record_event`; raw 0 is the bound context's legacy stream.
+        unsafe { ffi::stream_query(raw_to_handle(stream.raw)) }
+    }
+
+    fn default_pool(&self, device: usize) -> Result<Option<PoolId>> {
+        self.check_device(device)?;
+        if !self.has_pools {
+            return Ok(None);
+        }
+        self.bind(device)?;
+        let pool = ffi::device_default_mem_pool(self.states[device].handle)?;
+        Ok(Some(PoolId {
+            device,
+            raw: handle_to_raw(pool),
+        }))
+    }
+
     fn event_elapsed_ms(&self, start: EventId, end: EventId) -> Result<f32> {
         self.check_device(end.device)?;
         self.bind(start.device)?;

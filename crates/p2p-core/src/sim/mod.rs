@@ -360,6 +360,12 @@ impl Driver for SimDriver {
         self.lock().grant_pool_access(pool, accessor)
     }
 
+    fn default_pool(&self, device: usize) -> Result<Option<PoolId>> {
+        self.check_device(device)?;
+        // Every simulated device has one pool, which `AllocKind::Pool` uses.
+        Ok(Some(PoolId { device, raw: 1 }))
+    }
+
     fn create_stream(&self, device: usize) -> Result<StreamId> {
         self.lock().create_stream(device)
     }

@@ -9,6 +9,7 @@
 mod events;
 mod raw;
 mod raw_bytes;
+mod scratch;
 mod staging;
 mod transfer;
 
@@ -25,6 +26,7 @@ pub use transfer::{BatchCompletion, Completion, Transfer};
 use crate::{plan, Error, Plan, Policy, Result, Route};
 use events::{DeviceResources, PooledEvent};
 use raw::RouteContext;
+use scratch::ScratchPool;
 use staging::StagingPool;
 
 /// Streams the move must be ordered with. `None` = nothing to wait for on
@@ -51,8 +53,10 @@ pub struct Mover {
     staging: StagingPool,
     /// (pool, device) pairs already granted access, so each is asked once.
     pool_grants: Mutex<HashSet<(PoolId, usize)>>,
-    /// Scratch buffers of via moves still in flight.
-    parked_scratch: Mutex<Vec<(Vec<DeviceBuffer>, PooledEvent)>>,
+    /// Scratch buffers on middle GPUs for via moves.
+    scratch: ScratchPool,
+    /// Device pairs whose default pools were opened to each other.
+    default_pool_grants: Mutex<HashSet<(usize, usize)>>,
 }
 
 /// Pinned bytes the staging pool keeps at most (beyond transient surplus):
@@ -69,12 +73,13 @@ impl Mover {
         Ok(Mover {
             res: DeviceResources::new(driver.clone()),
             staging: StagingPool::new(driver.clone(), staging_bytes),
+            scratch: ScratchPool::new(driver.clone()),
             driver,
             table,
             policy,
             verify: false,
             pool_grants: Mutex::new(HashSet::new()),
-            parked_scratch: Mutex::new(Vec::new()),
+            default_pool_grants: Mutex::new(HashSet::new()),
         })
     }
 
@@ -115,10 +120,30 @@ impl Mover {
         S: MoveSource + ?Sized,
         D: MoveTarget + ?Sized,
     {
-        let transfer = self.copy_async(src, dst, StreamOrder::default())?;
-        let plan = transfer.plan().clone();
-        transfer.wait()?;
-        Ok(plan)
+        let len = checked_len(src.byte_len(), dst.byte_len())?;
+        let (src_raw, dst_raw) = (src.raw_bytes(), dst.raw_bytes_mut());
+        let plan = self.plan(src_raw.location(), dst_raw.location(), len)?;
+        if let (RawBytes::Device(s), RawBytes::Device(d), Route::Peer) =
+            (src_raw, dst_raw, plan.route)
+        {
+            if len > 0 {
+                // The latency-bound case: queue the copy and poll the stream,
+                // without recording an event.
+                self.grant_pools(s, d)?;
+                let stream = self.res.outbound(s.device)?;
+                // SAFETY: the borrows of `src` and `dst` outlive the wait below.
+                unsafe { raw::peer_unmarked(&self.driver, d, s, len, stream)? };
+                self.driver.wait_stream(stream, self.wait_deadline(len))?;
+                if self.verify {
+                    transfer::verify_bytes(&self.driver, src_raw, dst_raw, len)?;
+                }
+                return Ok(plan);
+            }
+        }
+        // SAFETY: the borrows of `src` and `dst` outlive the wait below.
+        let completion =
+            unsafe { self.queue_planned(plan, src_raw, dst_raw, len, StreamOrder::default())? };
+        completion.wait()
     }
 
     /// Queues a copy of `src` into `dst`, ordered with `order`, and returns
@@ -136,13 +161,7 @@ impl Mover {
         S: MoveSource + ?Sized,
         D: MoveTarget + ?Sized,
     {
-        let (src_len, dst_len) = (src.byte_len(), dst.byte_len());
-        if src_len != dst_len {
-            return Err(Error::SizeMismatch {
-                src_bytes: src_len,
-                dst_bytes: dst_len,
-            });
-        }
+        let src_len = checked_len(src.byte_len(), dst.byte_len())?;
         let (src_raw, dst_raw) = (src.raw_bytes(), dst.raw_bytes_mut());
         // SAFETY: the borrows held by the Transfer keep both ranges valid and
         // exclusive until it has waited for the completion.
@@ -164,6 +183,22 @@ impl Mover {
         order: StreamOrder,
     ) -> Result<Completion> {
         let plan = self.plan(src.location(), dst.location(), len)?;
+        // SAFETY: forwarded caller contract.
+        unsafe { self.queue_planned(plan, src, dst, len, order) }
+    }
+
+    /// Carries out `plan`, which was made for exactly these ranges.
+    ///
+    /// # Safety
+    /// As [`Mover::copy_raw_async`].
+    unsafe fn queue_planned(
+        &self,
+        plan: Plan,
+        src: RawBytes,
+        dst: RawBytes,
+        len: usize,
+        order: StreamOrder,
+    ) -> Result<Completion> {
         if plan.route == Route::NoOp || len == 0 {
             if plan.route == Route::NoOp {
                 // SAFETY: forwarded caller contract.
@@ -171,7 +206,6 @@ impl Mover {
             }
             return Ok(Completion::ready(plan));
         }
-        self.reclaim_scratch();
         let start = self.start_events(order)?;
         let cx = RouteContext {
             driver: &self.driver,
@@ -207,14 +241,18 @@ impl Mover {
                     d,
                 )?;
                 // SAFETY: forwarded caller contract.
-                let (done, scratch) = unsafe { raw::via(&cx, d, s, gpu, &plan.chunks, depth)? };
+                let chunk_len = plan.chunks.iter().map(|c| c.len).max().unwrap_or(0);
+                let depth = depth.clamp(1, plan.chunks.len().max(1));
+                let scratch = self.scratch.acquire(gpu, depth, chunk_len)?;
+                let hops: Vec<DevicePtr> = scratch.iter().map(DeviceBuffer::ptr).collect();
+                // SAFETY: forwarded caller contract; the scratch buffers are
+                // parked below until the work queued so far is done.
+                let queued = unsafe { raw::via(&cx, d, s, &hops, &plan.chunks) };
                 let parked = self.res.event(d.device)?;
                 parked.record(self.res.inbound(d.device)?)?;
-                self.parked_scratch
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((scratch, parked));
-                Some(done)
+                // Also after a failure: copies queued before it may still use them.
+                self.scratch.release(scratch, parked);
+                Some(queued?)
             }
             (RawBytes::Host { ptr, pinned: true }, RawBytes::Device(d), Route::HostToDevice) => {
                 // SAFETY: forwarded caller contract.
@@ -313,11 +351,22 @@ impl Mover {
     ) -> Result<()> {
         let mut peer_groups: Vec<(usize, Vec<CopyDesc>)> = Vec::new();
         let mut verify = Vec::new();
+        // Many items share source, destination and size: plan each kind once.
+        let mut plans: std::collections::HashMap<(Location, Location, usize), Plan> =
+            Default::default();
         for &(s, d, len) in items {
-            let plan = self.plan(s.location(), d.location(), len)?;
+            let key = (s.location(), d.location(), len);
+            let plan = match plans.get(&key) {
+                Some(plan) => plan.clone(),
+                None => {
+                    let plan = self.plan(key.0, key.1, len)?;
+                    plans.insert(key, plan.clone());
+                    plan
+                }
+            };
             match (s, d, plan.route) {
                 (RawBytes::Device(sp), RawBytes::Device(dp), Route::Peer) if len > 0 => {
-                    self.grant_pools(sp, dp)?;
+                    self.grant_default_pools(sp.device, dp.device)?;
                     let copy = CopyDesc {
                         dst: dp,
                         src: sp,
@@ -429,6 +478,7 @@ impl Mover {
         if a.device == b.device {
             return Ok(());
         }
+        self.grant_default_pools(a.device, b.device)?;
         for (ptr, other) in [(a, b.device), (b, a.device)] {
             if ptr.addr == 0 {
                 continue;
@@ -443,12 +493,29 @@ impl Mover {
         Ok(())
     }
 
-    fn reclaim_scratch(&self) {
-        let mut parked = self
-            .parked_scratch
+    /// Opens the default pools of `a` and `b` to each other, once per pair.
+    /// Batches rely on this alone (no per-pointer lookup): memory from
+    /// other pools is still copied correctly, by the driver's slower path.
+    fn grant_default_pools(&self, a: usize, b: usize) -> Result<()> {
+        let key = (a.min(b), a.max(b));
+        let mut granted = self
+            .default_pool_grants
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        parked.retain(|(_, event)| !event.is_done());
+        if granted.contains(&key) {
+            return Ok(());
+        }
+        for (owner, accessor) in [(a, b), (b, a)] {
+            if let Some(pool) = self.driver.default_pool(owner)? {
+                self.driver.grant_pool_access(pool, accessor)?;
+                self.pool_grants
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert((pool, accessor));
+            }
+        }
+        granted.insert(key);
+        Ok(())
     }
 
     /// A copy on a verified route that takes longer than this is called hung:
@@ -458,20 +525,15 @@ impl Mover {
     }
 }
 
-impl Drop for Mover {
-    fn drop(&mut self) {
-        // Scratch buffers and pooled resources must outlive the copies that use them.
-        let parked = std::mem::take(
-            self.parked_scratch
-                .get_mut()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
-        for (buffers, event) in parked {
-            if let Err(err) = event.wait(Duration::from_secs(60)) {
-                tracing::warn!("a via copy did not finish ({err}); leaking its scratch buffers");
-                std::mem::forget(buffers);
-            }
-        }
+/// The common length of a source and a destination, or why there is none.
+fn checked_len(src_bytes: usize, dst_bytes: usize) -> Result<usize> {
+    if src_bytes == dst_bytes {
+        Ok(src_bytes)
+    } else {
+        Err(Error::SizeMismatch {
+            src_bytes,
+            dst_bytes,
+        })
     }
 }
 

@@ -9,8 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use p2p_core::memory::{DeviceBuffer, PinnedBuffer};
-use p2p_core::{AllocKind, CopyDesc, DevicePtr, Driver, Result};
+use p2p_core::memory::PinnedBuffer;
+use p2p_core::{CopyDesc, DevicePtr, Driver, Result};
 
 use super::events::{DeviceResources, PooledEvent};
 use super::staging::StagingPool;
@@ -59,6 +59,22 @@ pub(crate) unsafe fn peer(
     // SAFETY: the caller keeps both ranges valid until the returned event fires.
     unsafe { cx.driver.copy_peer_async(dst, src, len, stream)? };
     cx.mark(src.device, stream)
+}
+
+/// A peer copy queued on `stream` with nothing recorded after it: for a
+/// caller that waits for the stream at once.
+///
+/// # Safety
+/// See the module docs; the caller waits until `stream` is idle.
+pub(crate) unsafe fn peer_unmarked(
+    driver: &Arc<dyn Driver>,
+    dst: DevicePtr,
+    src: DevicePtr,
+    len: usize,
+    stream: p2p_core::StreamId,
+) -> Result<()> {
+    // SAFETY: the caller keeps both ranges valid until the stream is idle.
+    unsafe { driver.copy_peer_async(dst, src, len, stream) }
 }
 
 /// Many peer copies from one device, in one batch call where the driver can.
@@ -120,7 +136,12 @@ pub(crate) unsafe fn staged(
             };
             uploaded[slot] = Some(cx.mark(dst.device, inb)?);
         }
-        cx.mark(dst.device, inb)
+        // The last upload's event marks the end of all of them (one stream).
+        let last = chunks.len().checked_sub(1).map(|i| i % depth);
+        match last.and_then(|slot| uploaded[slot].take()) {
+            Some(done) => Ok(done),
+            None => cx.mark(dst.device, inb),
+        }
     })();
     finish_with_slots(cx, slots, dst.device, inb, result)
 }
@@ -134,43 +155,42 @@ pub(crate) unsafe fn via(
     cx: &RouteContext<'_>,
     dst: DevicePtr,
     src: DevicePtr,
-    mid: usize,
+    hops: &[DevicePtr],
     chunks: &[Chunk],
-    depth: usize,
-) -> Result<(PooledEvent, Vec<DeviceBuffer>)> {
+) -> Result<PooledEvent> {
     let (first, second) = (cx.res.outbound(src.device)?, cx.res.inbound(dst.device)?);
     cx.wait_start(first)?;
     cx.wait_start(second)?;
-    let depth = depth.clamp(1, chunks.len().max(1));
-    let chunk_len = chunks.iter().map(|c| c.len).max().unwrap_or(0);
-    let scratch = (0..depth)
-        .map(|_| DeviceBuffer::new(cx.driver, mid, chunk_len, AllocKind::Plain))
-        .collect::<Result<Vec<_>>>()?;
-    let mut landed: Vec<Option<PooledEvent>> = (0..depth).map(|_| None).collect();
+    let depth = hops.len().max(1);
     let mut forwarded: Vec<Option<PooledEvent>> = (0..depth).map(|_| None).collect();
+    let mut last = None;
     for (i, chunk) in chunks.iter().enumerate() {
         let slot = i % depth;
         if let Some(free) = &forwarded[slot] {
             cx.driver.stream_wait_event(first, free.id())?;
         }
-        let hop = scratch[slot].ptr();
-        // SAFETY: scratch buffers live until the returned event fires (the
-        // caller holds them); the caller keeps `src` and `dst` valid.
+        // SAFETY: the caller keeps the scratch buffers until the work queued
+        // here is done, and `src` and `dst` valid.
         unsafe {
             cx.driver
-                .copy_peer_async(hop, src.offset(chunk.offset), chunk.len, first)?
+                .copy_peer_async(hops[slot], src.offset(chunk.offset), chunk.len, first)?
         };
+        // A stream wait captures the recording current at the time of the
+        // wait, so the event can go back to the pool at once.
         let arrived = cx.mark(src.device, first)?;
         cx.driver.stream_wait_event(second, arrived.id())?;
-        landed[slot] = Some(arrived);
         // SAFETY: as above.
         unsafe {
             cx.driver
-                .copy_peer_async(dst.offset(chunk.offset), hop, chunk.len, second)?
+                .copy_peer_async(dst.offset(chunk.offset), hops[slot], chunk.len, second)?
         };
         forwarded[slot] = Some(cx.mark(dst.device, second)?);
+        last = Some(slot);
     }
-    Ok((cx.mark(dst.device, second)?, scratch))
+    match last.and_then(|slot| forwarded[slot].take()) {
+        Some(done) => Ok(done),
+        None => cx.mark(dst.device, second),
+    }
 }
 
 /// Pinned host to device: one DMA copy.
@@ -246,7 +266,11 @@ pub(crate) unsafe fn upload_pageable(
             };
             uploaded[slot] = Some(cx.mark(dst.device, stream)?);
         }
-        cx.mark(dst.device, stream)
+        let last = chunks.len().checked_sub(1).map(|i| i % depth);
+        match last.and_then(|slot| uploaded[slot].take()) {
+            Some(done) => Ok(done),
+            None => cx.mark(dst.device, stream),
+        }
     })();
     finish_with_slots(cx, slots, dst.device, stream, result)
 }
@@ -350,12 +374,12 @@ fn park_after_failure(
 /// memcpy, split over threads when large enough to pay for them: one core
 /// copies about 10 GB/s, less than one PCIe direction.
 fn parallel_copy(to: &mut [u8], from: &[u8]) {
-    const PER_THREAD: usize = 1 << 20;
+    const PER_THREAD: usize = 256 << 10;
     if from.len() < 2 * PER_THREAD {
         to.copy_from_slice(from);
         return;
     }
-    let threads = rayon::current_num_threads().clamp(1, 8);
+    let threads = rayon::current_num_threads().clamp(1, 16);
     let piece = from.len().div_ceil(threads).max(PER_THREAD);
     use rayon::prelude::*;
     to.par_chunks_mut(piece)

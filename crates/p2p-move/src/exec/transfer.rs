@@ -27,8 +27,8 @@ pub(crate) struct VerifyRequest {
 #[must_use = "a completion says when the memory of a move may be touched again"]
 pub struct Completion {
     plan: Plan,
-    done: Option<PooledEvent>,
-    deadline: Duration,
+    pub(crate) done: Option<PooledEvent>,
+    pub(crate) deadline: Duration,
     verify: Option<VerifyRequest>,
 }
 

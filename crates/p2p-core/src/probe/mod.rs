@@ -10,8 +10,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::memory::{DeviceBuffer, Event, PinnedBuffer, Stream};
-use crate::{AllocKind, Driver, Error, PeerVerdict, Reason, Result};
+mod raw_copy;
+
+use raw_copy::{copy_and_compare, gbps, staging_gbps, CopyOutcome};
+
+use crate::{Driver, PeerVerdict, Reason, Result};
 
 /// How thoroughly and how patiently to probe.
 #[derive(Clone, Debug, PartialEq)]
@@ -52,7 +55,7 @@ pub fn probe_pattern(len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// The first offset where `found` differs from `expected`, with both bytes.
-fn first_mismatch(expected: &[u8], found: &[u8]) -> Option<(u64, u8, u8)> {
+pub(super) fn first_mismatch(expected: &[u8], found: &[u8]) -> Option<(u64, u8, u8)> {
     expected
         .iter()
         .zip(found)
@@ -182,111 +185,6 @@ pub fn probe_pair(
         ));
     }
     Ok(verdict(Reason::Verified, Some(peer_gbps)))
-}
-
-enum CopyOutcome {
-    Correct {
-        seconds: f64,
-    },
-    Corrupt {
-        offset: u64,
-        expected: u8,
-        found: u8,
-    },
-    TimedOut,
-}
-
-/// One peer copy of a pattern into a poisoned buffer, timed by events.
-fn copy_and_compare(
-    driver: &Arc<dyn Driver>,
-    from: usize,
-    to: usize,
-    bytes: usize,
-    seed: u64,
-    deadline: Duration,
-) -> Result<CopyOutcome> {
-    let pattern = probe_pattern(bytes, seed);
-    let poison: Vec<u8> = pattern.iter().map(|b| !b).collect();
-    let src = DeviceBuffer::new(driver, from, bytes, AllocKind::Plain)?;
-    let dst = DeviceBuffer::new(driver, to, bytes, AllocKind::Plain)?;
-    let src_stream = Stream::new(driver, from)?;
-    let dst_stream = Stream::new(driver, to)?;
-    src.write_from_slice(&pattern, &src_stream)?;
-    dst.write_from_slice(&poison, &dst_stream)?;
-
-    let start = Event::new(driver, from)?;
-    let end = Event::new(driver, from)?;
-    start.record(&src_stream)?;
-    // SAFETY: both buffers hold `bytes` bytes and stay alive until `end` is
-    // done, or are leaked below when it never is.
-    unsafe { driver.copy_peer_async(dst.ptr(), src.ptr(), bytes, src_stream.id())? };
-    end.record(&src_stream)?;
-    match driver.wait_event(end.id(), deadline) {
-        Ok(()) => {}
-        Err(Error::Timeout { .. }) => {
-            // The copy may still write into `dst` (or read `src`) some day:
-            // freeing them would hand that memory to the next allocation.
-            tracing::warn!("peer copy cuda:{from} -> cuda:{to} did not finish within {deadline:?}; leaking its buffers and stream");
-            src.leak();
-            dst.leak();
-            src_stream.leak();
-            start.leak();
-            end.leak();
-            return Ok(CopyOutcome::TimedOut);
-        }
-        Err(other) => return Err(other),
-    }
-    let seconds = f64::from(driver.event_elapsed_ms(start.id(), end.id())?) / 1e3;
-    let found = dst.read_to_vec(&dst_stream)?;
-    Ok(match first_mismatch(&pattern, &found) {
-        None => CopyOutcome::Correct { seconds },
-        Some((offset, expected, found)) => CopyOutcome::Corrupt {
-            offset,
-            expected,
-            found,
-        },
-    })
-}
-
-/// The best case of staging through pinned memory: the slower of a timed
-/// device-to-host copy on `from` and a host-to-device copy on `to`, which a
-/// pipelined staged copy approaches.
-fn staging_gbps(driver: &Arc<dyn Driver>, from: usize, to: usize, bytes: usize) -> Result<f64> {
-    let mut pinned = PinnedBuffer::new(driver, bytes)?;
-    let src = DeviceBuffer::new(driver, from, bytes, AllocKind::Plain)?;
-    let dst = DeviceBuffer::new(driver, to, bytes, AllocKind::Plain)?;
-    let d2h = time_on_stream(driver, from, |stream| {
-        // SAFETY: `pinned` and `src` hold `bytes` and outlive the synchronize in `time_on_stream`.
-        unsafe { driver.copy_dtoh_async(pinned.as_mut_ptr(), src.ptr(), bytes, stream) }
-    })?;
-    let h2d = time_on_stream(driver, to, |stream| {
-        // SAFETY: as above, for `dst`.
-        unsafe { driver.copy_htod_async(dst.ptr(), pinned.as_ptr(), bytes, stream) }
-    })?;
-    Ok(gbps(bytes, d2h).min(gbps(bytes, h2d)))
-}
-
-/// Runs `work` on a fresh stream of `device` between two events; returns seconds.
-fn time_on_stream(
-    driver: &Arc<dyn Driver>,
-    device: usize,
-    work: impl FnOnce(crate::StreamId) -> Result<()>,
-) -> Result<f64> {
-    let stream = Stream::new(driver, device)?;
-    let start = Event::new(driver, device)?;
-    let end = Event::new(driver, device)?;
-    start.record(&stream)?;
-    work(stream.id())?;
-    end.record(&stream)?;
-    stream.synchronize()?;
-    Ok(f64::from(driver.event_elapsed_ms(start.id(), end.id())?) / 1e3)
-}
-
-fn gbps(bytes: usize, seconds: f64) -> f64 {
-    if seconds <= 0.0 {
-        return f64::INFINITY;
-    }
-    bytes as f64 / seconds / 1e9
 }
 
 #[cfg(test)]

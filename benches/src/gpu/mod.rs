@@ -1,0 +1,341 @@
+//! The GPU benchmark suite behind the `gpu-bench` binary: our routes against
+//! raw driver baselines on cuda:0 -> cuda:1 (and through cuda:2), by size,
+//! with a correctness check of every route.
+//!
+//! Every operation is timed on the host around the complete operation (a
+//! blocking move, or raw calls followed by a stream synchronize), as a caller
+//! would wait for it; the median of N reps after warm-up is reported. All
+//! sizes use the same (largest) buffers. Each section (peer, pool memory,
+//! staged, pageable, via, batch) records its own failure and the next one
+//! still runs.
+
+mod batch;
+mod output;
+mod peer;
+mod staging;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use p2p_core::memory::{DeviceBuffer, PinnedBuffer, Stream};
+use p2p_core::{AllocKind, CacheSetting, Config, DisabledPairs, Driver, Location, PeerTable};
+use p2p_move::{MoveSource, MoveTarget, Mover, Policy, Route};
+
+use crate::cli::Options;
+use crate::pattern;
+use crate::raw_baselines as raw;
+use crate::raw_ranges::{DeviceRange, DeviceRangeMut};
+use crate::report::{self, Check, Row, Target};
+use crate::timing::Reps;
+
+pub use output::machine_lines;
+
+type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// The pair measured: cuda:0 -> cuda:1, and cuda:2 in the middle for `via`.
+const SRC: usize = 0;
+const DST: usize = 1;
+const MID: usize = 2;
+/// What destinations hold before a checked copy: a copy that writes nothing,
+/// or too little, or too much, is caught.
+const POISON: u8 = 0xA5;
+/// The batch: many small tensors, as a model's layer moves them.
+const BATCH_COUNT: usize = 256;
+const BATCH_ITEM_BYTES: usize = 16 << 10;
+/// The issue's targets apply to peer copies from 16 MiB, staged and pageable ones from 64 MiB.
+const PEER_TARGET_FROM: usize = 16 << 20;
+const STREAMING_TARGET_FROM: usize = 64 << 20;
+const SMALLEST: usize = 4 << 10;
+
+/// Runs every section on `driver`'s cuda:0 and cuda:1 (and cuda:2 where
+/// there is one), prints the tables and writes the markdown to
+/// `$OUT/bench-gpu.md` (`target/bench-gpu.md` where `OUT` is unset). Returns whether the run succeeded: every
+/// correctness check passed and nothing failed; unmet speed targets do not count.
+///
+/// # Errors
+/// When the shared buffers cannot be set up (too little memory, a driver failure).
+pub fn run(driver: Arc<dyn Driver>, options: Options) -> Result<bool, Box<dyn std::error::Error>> {
+    let mut bench = Bench::new(driver, options)?;
+    bench.run_sections();
+    Ok(bench.finish())
+}
+
+/// Raw figures by size, shown in a table of their own.
+#[derive(Clone, Copy, Debug, Default)]
+struct Baselines {
+    peer: Option<Duration>,
+    peer_pool_ungranted: Option<Duration>,
+    download_src: Option<Duration>,
+    upload_dst: Option<Duration>,
+    upload_src: Option<Duration>,
+    sequential_staging: Option<Duration>,
+}
+
+/// Stream-ordered pool memory on both sides of the pair.
+struct PoolPair {
+    src: DeviceBuffer,
+    dst: DeviceBuffer,
+}
+
+/// The buffers every section shares, and what the sections found.
+struct Bench {
+    driver: Arc<dyn Driver>,
+    options: Options,
+    sizes: Vec<usize>,
+    /// The source bytes: the reference for every check, and the pageable source.
+    pattern: Vec<u8>,
+    /// `cuMemAlloc` memory holding `pattern`, on cuda:0.
+    src: DeviceBuffer,
+    /// `cuMemAlloc` memory on cuda:1.
+    dst: DeviceBuffer,
+    /// `cuMemAlloc` memory on cuda:0: the pageable upload's destination.
+    local_dst: DeviceBuffer,
+    pinned: PinnedBuffer,
+    /// A stream on each device of the pair, indexed by ordinal (`SRC`, `DST`).
+    streams: Vec<Stream>,
+    rows: Vec<Row>,
+    baselines: BTreeMap<usize, Baselines>,
+    checks: Vec<Check>,
+    notes: Vec<String>,
+    errors: Vec<String>,
+}
+
+impl Bench {
+    fn new(driver: Arc<dyn Driver>, options: Options) -> BenchResult<Bench> {
+        let sizes = options.sizes();
+        let max = sizes.iter().copied().max().unwrap_or(SMALLEST);
+        let streams = [SRC, DST]
+            .into_iter()
+            .map(|device| Stream::new(&driver, device))
+            .collect::<p2p_core::Result<Vec<_>>>()?;
+        let pattern = pattern::pattern(max, 1);
+        let src = DeviceBuffer::new(&driver, SRC, max, AllocKind::Plain)?;
+        src.write_from_slice(&pattern, &streams[SRC])?;
+        Ok(Bench {
+            dst: DeviceBuffer::new(&driver, DST, max, AllocKind::Plain)?,
+            local_dst: DeviceBuffer::new(&driver, SRC, max, AllocKind::Plain)?,
+            pinned: PinnedBuffer::new(&driver, max)?,
+            src,
+            pattern,
+            streams,
+            driver,
+            options,
+            sizes,
+            rows: Vec::new(),
+            baselines: BTreeMap::new(),
+            checks: Vec::new(),
+            notes: Vec::new(),
+            errors: Vec::new(),
+        })
+    }
+
+    fn max(&self) -> usize {
+        self.pattern.len()
+    }
+
+    fn reps(&self, bytes: usize) -> Reps {
+        Reps::for_size(bytes, self.options.quick)
+    }
+
+    /// Runs every section. Each one's failure is recorded and the next one still runs.
+    fn run_sections(&mut self) {
+        for (accessor, owner) in [(DST, SRC), (SRC, DST)] {
+            if let Err(err) = self.driver.enable_peer_access(accessor, owner) {
+                self.note(format!(
+                    "enabling peer access for cuda:{accessor} to cuda:{owner} failed ({err}): \
+                     raw peer copies are staged by the driver"
+                ));
+            }
+        }
+        let main_table = Arc::new(PeerTable::new(self.driver.clone(), Config::default()));
+        let disabled = Config {
+            disabled: DisabledPairs::Pairs([(SRC, DST)].into_iter().collect()),
+            cache: CacheSetting::Off,
+            ..Config::default()
+        };
+        let disabled_table = Arc::new(PeerTable::new(self.driver.clone(), disabled));
+        let no_via = Policy {
+            allow_via: false,
+            ..Policy::default()
+        };
+        let movers = Mover::new(main_table, Policy::default()).and_then(|main| {
+            let staged = Mover::new(disabled_table.clone(), no_via)?;
+            let via = Mover::new(disabled_table, Policy::default())?;
+            Ok((main, staged, via))
+        });
+        let (main, staged, via) = match movers {
+            Ok(movers) => movers,
+            Err(err) => {
+                self.errors.push(format!("making the movers: {err}"));
+                return;
+            }
+        };
+
+        // Probe first: raw waits have no deadline, so raw peer copies run
+        // only on a pair the probe verified (a hung copy would hang the run).
+        let probed = self.section("probe", |b| {
+            b.plan_route("peer", &main, Location::Cuda(SRC), Location::Cuda(DST))
+        });
+        let peer_verified = probed == Some(Route::Peer);
+        if !peer_verified {
+            self.note("peer, pool and batch rows skipped: cuda:0 -> cuda:1 is not a verified peer pair here".into());
+        }
+        // Before any move of pool memory: once a mover has granted pool
+        // access, raw copies of pool memory are fast too, for good.
+        let pools = if peer_verified {
+            self.section(
+                "raw peer, pool memory without a grant",
+                Bench::raw_pool_ungranted,
+            )
+            .flatten()
+        } else {
+            None
+        };
+
+        if peer_verified {
+            self.section("peer", |b| b.peer(&main));
+            if let Some(pools) = pools {
+                self.section("peer, pool memory", |b| b.peer_pool(&main, pools));
+            }
+        }
+        self.section("staged", |b| b.staged(&staged));
+        self.section("pageable host to device", |b| b.pageable(&main));
+        self.section("via", |b| b.via(&via, &staged));
+        if peer_verified {
+            self.section("batch", |b| b.batch(&main));
+        }
+    }
+
+    /// Runs one section; an error is recorded (and fails the run) instead of ending it.
+    fn section<T>(
+        &mut self,
+        name: &str,
+        body: impl FnOnce(&mut Bench) -> BenchResult<T>,
+    ) -> Option<T> {
+        println!("\n== {name}");
+        match body(self) {
+            Ok(value) => Some(value),
+            Err(err) => {
+                let message = format!("{name}: {err}");
+                eprintln!("gpu-bench: ERROR {message}");
+                self.errors.push(message);
+                None
+            }
+        }
+    }
+
+    fn note(&mut self, note: String) {
+        println!("note: {note}");
+        self.notes.push(note);
+    }
+
+    fn push_row(&mut self, row: Row) {
+        println!(
+            "{:<32} {:>13}  ours {:>12}  baseline {:>12}  ratio {:>6.2}  {}",
+            row.route,
+            row.size,
+            report::figure(row.show, row.bytes, row.ours),
+            report::figure(row.show, row.bytes, row.baseline),
+            row.ratio(),
+            row.outcome().label()
+        );
+        self.rows.push(row);
+    }
+
+    fn push_check(&mut self, check: Check) -> bool {
+        println!("check: {}", check.line());
+        let passed = check.passed();
+        self.checks.push(check);
+        passed
+    }
+
+    /// The plan `mover` makes for `src -> dst` at the largest size, noted.
+    fn plan_route(
+        &mut self,
+        label: &str,
+        mover: &Mover,
+        src: Location,
+        dst: Location,
+    ) -> BenchResult<Route> {
+        let planned = mover.plan(src, dst, self.max())?;
+        self.note(format!("{label}: {}", planned.reason));
+        Ok(planned.route)
+    }
+}
+
+/// Peer copy: 4 KiB within 1.3x raw time; from 16 MiB, 0.97x raw speed.
+fn peer_target(size: usize) -> Option<Target> {
+    if size == SMALLEST {
+        Some(Target::time_within(1.3, "raw"))
+    } else if size >= PEER_TARGET_FROM {
+        Some(Target::speed(0.97, "raw"))
+    } else {
+        None
+    }
+}
+
+/// The checked copy's length: a little short of the largest size and odd,
+/// so a chunked route ends on a partial chunk and an overrun shows.
+fn check_len(max: usize) -> usize {
+    if max > 2 * SMALLEST {
+        max - 4093
+    } else {
+        max
+    }
+}
+
+/// Our blocking move of the first `len` bytes of `src` into `dst`.
+fn move_prefix(
+    mover: &Mover,
+    src: &DeviceBuffer,
+    dst: &mut DeviceBuffer,
+    len: usize,
+) -> p2p_move::Result<()> {
+    mover
+        .copy(
+            &DeviceRange::new(src, len),
+            &mut DeviceRangeMut::new(dst, len),
+        )
+        .map(drop)
+}
+
+/// Our batch move of `srcs[i] -> dsts[i]`.
+fn copy_batch(
+    mover: &Mover,
+    srcs: &[DeviceBuffer],
+    dsts: &mut [DeviceBuffer],
+) -> p2p_move::Result<()> {
+    let mut items: Vec<(&dyn MoveSource, &mut dyn MoveTarget)> = srcs
+        .iter()
+        .zip(dsts.iter_mut())
+        .map(|(src, dst)| (src as &dyn MoveSource, dst as &mut dyn MoveTarget))
+        .collect();
+    mover.copy_batch(&mut items).map(drop)
+}
+
+/// Poisons `dst`, has `copy` write `expected.len()` bytes into its start,
+/// reads the whole buffer back and compares: the copied bytes must be
+/// `expected`, the rest still poison.
+fn check_copy(
+    driver: &dyn Driver,
+    stream: &Stream,
+    route: &str,
+    dst: &mut DeviceBuffer,
+    expected: &[u8],
+    copy: impl FnOnce(&mut DeviceBuffer) -> p2p_move::Result<()>,
+) -> BenchResult<Check> {
+    raw::poison(driver, dst, POISON, stream)?;
+    let problem = match copy(dst) {
+        Ok(()) => pattern::check_copy(&dst.read_to_vec(stream)?, expected, POISON),
+        Err(p2p_move::Error::VerifyFailed { offset, .. }) => {
+            Some(format!("the mover's verify failed at byte {offset}"))
+        }
+        Err(err) => return Err(err.into()),
+    };
+    Ok(Check {
+        route: route.to_string(),
+        bytes: expected.len(),
+        problem,
+    })
+}
