@@ -10,7 +10,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// No CUDA driver library (`libcuda.so`) could be loaded on this machine.
-    #[error("no CUDA driver on this machine ({detail}); install the NVIDIA driver, or use a simulated machine (--sim FILE)")]
+    #[error("no CUDA driver on this machine ({detail}); install the NVIDIA driver, or work on a simulated machine (`p2p --sim FILE`, `SimDriver`)")]
     NoDriver { detail: String },
 
     /// A CUDA driver call returned an error code.

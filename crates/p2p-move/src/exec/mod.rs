@@ -140,10 +140,62 @@ impl Mover {
                 return Ok(plan);
             }
         }
+        if let (RawBytes::Device(s), RawBytes::Device(d), Route::Staged) =
+            (src_raw, dst_raw, plan.route)
+        {
+            if len > 0 && plan.pipeline_depth == Some(1) && plan.chunks.len() == 1 {
+                // A small staged copy is latency-bound: two plain copies with
+                // a host wait between them beat chaining streams by events.
+                // SAFETY: the borrows of `src` and `dst` outlive this call.
+                unsafe { self.staged_small_blocking(d, s, len)? };
+                if self.verify {
+                    transfer::verify_bytes(&self.driver, src_raw, dst_raw, len)?;
+                }
+                return Ok(plan);
+            }
+        }
         // SAFETY: the borrows of `src` and `dst` outlive the wait below.
         let completion =
             unsafe { self.queue_planned(plan, src_raw, dst_raw, len, StreamOrder::default())? };
         completion.wait()
+    }
+
+    /// Device to host to device through one pinned buffer, waiting on the
+    /// host in between.
+    ///
+    /// # Safety
+    /// `src` and `dst` hold `len` bytes and stay valid until this returns.
+    unsafe fn staged_small_blocking(
+        &self,
+        dst: DevicePtr,
+        src: DevicePtr,
+        len: usize,
+    ) -> Result<()> {
+        let mut slots = self.staging.acquire(1, len)?;
+        let (out, inb) = (
+            self.res.outbound(src.device)?,
+            self.res.inbound(dst.device)?,
+        );
+        let deadline = self.wait_deadline(len);
+        // SAFETY: forwarded caller contract; the slot holds at least `len` bytes.
+        let result = unsafe {
+            raw::bounce(
+                &self.driver,
+                dst,
+                src,
+                &mut slots[0],
+                len,
+                out,
+                inb,
+                deadline,
+            )
+        };
+        match result {
+            Ok(()) => self.staging.release_idle(slots),
+            // A copy may still be queued on the slot: never reuse it.
+            Err(_) => std::mem::forget(slots),
+        }
+        Ok(result?)
     }
 
     /// Queues a copy of `src` into `dst`, ordered with `order`, and returns

@@ -77,6 +77,30 @@ pub(crate) unsafe fn peer_unmarked(
     unsafe { driver.copy_peer_async(dst, src, len, stream) }
 }
 
+/// Device to pinned slot, wait, slot to device, wait: the blocking path of
+/// a small staged copy.
+///
+/// # Safety
+/// See the module docs; both ranges stay valid until this returns.
+#[allow(clippy::too_many_arguments)] // two ranges, a slot, two streams, a deadline: all needed
+pub(crate) unsafe fn bounce(
+    driver: &Arc<dyn Driver>,
+    dst: DevicePtr,
+    src: DevicePtr,
+    slot: &mut PinnedBuffer,
+    len: usize,
+    out: p2p_core::StreamId,
+    inb: p2p_core::StreamId,
+    deadline: Duration,
+) -> Result<()> {
+    // SAFETY: the slot holds at least `len` bytes; the caller keeps `src` valid.
+    unsafe { driver.copy_dtoh_async(slot.as_mut_ptr(), src, len, out)? };
+    driver.wait_stream(out, deadline)?;
+    // SAFETY: as above, for `dst`.
+    unsafe { driver.copy_htod_async(dst, slot.as_ptr(), len, inb)? };
+    driver.wait_stream(inb, deadline)
+}
+
 /// Many peer copies from one device, in one batch call where the driver can.
 ///
 /// # Safety
