@@ -179,7 +179,10 @@ pub fn plan(
         };
         (vec![whole], None, None, why)
     } else {
-        let chunk_bytes = policy.chunk_bytes_for(bytes);
+        let chunk_bytes = match route {
+            Route::HostToDevice | Route::DeviceToHost => policy.host_chunk_bytes_for(bytes),
+            _ => policy.chunk_bytes_for(bytes),
+        };
         let chunks = split(bytes, chunk_bytes)?;
         let small = bytes < policy.small_copy_bytes;
         let depth = if small { 1 } else { policy.pipeline_depth };

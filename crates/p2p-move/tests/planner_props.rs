@@ -94,6 +94,9 @@ fn policy() -> impl Strategy<Value = Policy> {
                 allow_via,
                 small_copy_bytes,
                 min_chunk_bytes,
+                // Tied to chunk_bytes, so a zero is the one error the
+                // properties expect for chunk sizes.
+                host_chunk_bytes: chunk_bytes,
             },
         )
 }
@@ -232,11 +235,17 @@ proptest! {
         }
         prop_assert_eq!(next, case.bytes);
         if plan.route.is_chunked() {
-            let chunk_bytes = case.policy.chunk_bytes_for(case.bytes);
+            let host = matches!(plan.route, Route::HostToDevice | Route::DeviceToHost);
+            let chunk_bytes = if host {
+                case.policy.host_chunk_bytes_for(case.bytes)
+            } else {
+                case.policy.chunk_bytes_for(case.bytes)
+            };
             prop_assert_eq!(plan.chunk_bytes, Some(chunk_bytes));
-            prop_assert!(chunk_bytes <= case.policy.chunk_bytes, "never above the policy's chunk size");
+            let most = if host { case.policy.host_chunk_bytes } else { case.policy.chunk_bytes };
+            prop_assert!(chunk_bytes <= most, "never above the policy's chunk size");
             prop_assert!(
-                chunk_bytes >= case.policy.min_chunk_bytes.min(case.policy.chunk_bytes),
+                chunk_bytes >= case.policy.min_chunk_bytes.min(most),
                 "never below the minimum"
             );
             prop_assert!(plan.chunks.iter().all(|chunk| chunk.len <= chunk_bytes));
@@ -318,6 +327,7 @@ proptest! {
 fn too_many_chunks_is_refused() {
     let policy = Policy {
         chunk_bytes: 1,
+        host_chunk_bytes: 1,
         ..Policy::default()
     };
     let result = plan(

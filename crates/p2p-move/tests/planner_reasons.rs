@@ -9,10 +9,12 @@ use p2p_move::{
 const MIB: usize = 1 << 20;
 
 /// The default policy with chunks that never shrink, so reasons name the
-/// policy's chunk size (`shrinking_chunks_fill_the_pipeline` covers shrinking).
+/// policy's chunk size, the same for host routes (`shrinking_chunks_fill_the_pipeline`
+/// covers shrinking and host chunks).
 fn fixed_chunks() -> Policy {
     Policy {
         min_chunk_bytes: usize::MAX,
+        host_chunk_bytes: Policy::DEFAULT_CHUNK_BYTES,
         ..Policy::default()
     }
 }
@@ -188,6 +190,7 @@ fn small_copies_are_not_pipelined() {
     // A small-copy size above the chunk size: several chunks, one at a time.
     let policy = Policy {
         chunk_bytes: 16 << 10,
+        host_chunk_bytes: 16 << 10,
         small_copy_bytes: 1 << 20,
         ..fixed_chunks()
     };
@@ -418,6 +421,18 @@ fn shrinking_chunks_fill_the_pipeline() {
     );
     assert_eq!(chunk(64 * MIB), Some(4 * MIB), "16 chunks for 4 in flight");
     assert_eq!(chunk(4 * MIB), Some(MIB), "never below the minimum");
+    let host =
+        |bytes: usize| plan_ok(Location::Host, gpu(0), bytes, &verdicts, &policy).chunk_bytes;
+    assert_eq!(
+        host(1 << 30),
+        Some(32 * MIB),
+        "host routes use large chunks"
+    );
+    assert_eq!(
+        host(64 * MIB),
+        Some(16 * MIB),
+        "four of them for a medium copy"
+    );
     let reason = plan_ok(gpu(0), gpu(1), 64 * MIB, &verdicts, &policy).reason;
     assert!(reason.ends_with("in 4 MiB chunks, 4 in flight"), "{reason}");
 }

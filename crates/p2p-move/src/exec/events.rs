@@ -27,10 +27,10 @@ impl EventPool {
             Some(id) => id,
             None => self.driver.create_event(self.device)?,
         };
-        Ok(PooledEvent {
+        Ok(PooledEvent(Arc::new(EventLease {
             pool: self.clone(),
             id,
-        })
+        })))
     }
 }
 
@@ -51,34 +51,39 @@ impl Drop for EventPool {
     }
 }
 
-/// An event borrowed from a pool; goes back on drop.
+/// An event borrowed from a pool; goes back when the last clone is dropped.
+/// Clones share one recording: a move's completion and the buffers parked
+/// behind it become free at the same moment.
+#[derive(Clone, Debug)]
+pub(crate) struct PooledEvent(Arc<EventLease>);
+
 #[derive(Debug)]
-pub(crate) struct PooledEvent {
+struct EventLease {
     pool: Arc<EventPool>,
     id: EventId,
 }
 
 impl PooledEvent {
     pub(crate) fn id(&self) -> EventId {
-        self.id
+        self.0.id
     }
 
     pub(crate) fn record(&self, stream: StreamId) -> Result<()> {
-        self.pool.driver.record_event(self.id, stream)
+        self.0.pool.driver.record_event(self.0.id, stream)
     }
 
     /// Done, or failed to ask (a failed query counts as done: the error
     /// surfaces at the next synchronising call instead of wedging the pool).
     pub(crate) fn is_done(&self) -> bool {
-        self.pool.driver.event_done(self.id).unwrap_or(true)
+        self.0.pool.driver.event_done(self.0.id).unwrap_or(true)
     }
 
     pub(crate) fn wait(&self, deadline: Duration) -> Result<()> {
-        self.pool.driver.wait_event(self.id, deadline)
+        self.0.pool.driver.wait_event(self.0.id, deadline)
     }
 }
 
-impl Drop for PooledEvent {
+impl Drop for EventLease {
     fn drop(&mut self) {
         self.pool
             .free

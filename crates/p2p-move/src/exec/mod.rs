@@ -300,10 +300,18 @@ impl Mover {
                 // SAFETY: forwarded caller contract; the scratch buffers are
                 // parked below until the work queued so far is done.
                 let queued = unsafe { raw::via(&cx, d, s, &hops, &plan.chunks) };
-                let parked = self.res.event(d.device)?;
-                parked.record(self.res.inbound(d.device)?)?;
                 // Also after a failure: copies queued before it may still use them.
-                self.scratch.release(scratch, parked);
+                let parked = match &queued {
+                    Ok(done) => Ok(done.clone()),
+                    Err(_) => self.res.event(d.device).and_then(|event| {
+                        event.record(self.res.inbound(d.device)?)?;
+                        Ok(event)
+                    }),
+                };
+                match parked {
+                    Ok(event) => self.scratch.release(scratch, event),
+                    Err(_) => std::mem::forget(scratch),
+                }
                 Some(queued?)
             }
             (RawBytes::Host { ptr, pinned: true }, RawBytes::Device(d), Route::HostToDevice) => {

@@ -368,11 +368,7 @@ fn finish_with_slots(
 ) -> Result<PooledEvent> {
     match result {
         Ok(done) => {
-            match cx.mark(device, stream) {
-                Ok(parked) => cx.staging.release(slots, parked),
-                // Cannot tell when the slots are free: never reuse them.
-                Err(_) => std::mem::forget(slots),
-            }
+            cx.staging.release(slots, done.clone());
             Ok(done)
         }
         Err(err) => {
@@ -398,7 +394,7 @@ fn park_after_failure(
 /// memcpy, split over threads when large enough to pay for them: one core
 /// copies about 10 GB/s, less than one PCIe direction.
 fn parallel_copy(to: &mut [u8], from: &[u8]) {
-    const PER_THREAD: usize = 256 << 10;
+    const PER_THREAD: usize = 1 << 20;
     if from.len() < 2 * PER_THREAD {
         to.copy_from_slice(from);
         return;
