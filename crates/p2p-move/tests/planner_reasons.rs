@@ -425,12 +425,12 @@ fn shrinking_chunks_fill_the_pipeline() {
         |bytes: usize| plan_ok(Location::Host, gpu(0), bytes, &verdicts, &policy).chunk_bytes;
     assert_eq!(
         host(1 << 30),
-        Some(32 * MIB),
+        Some(16 * MIB),
         "host routes use large chunks"
     );
     assert_eq!(
-        host(64 * MIB),
-        Some(16 * MIB),
+        host(32 * MIB),
+        Some(8 * MIB),
         "four of them for a medium copy"
     );
     let reason = plan_ok(gpu(0), gpu(1), 64 * MIB, &verdicts, &policy).reason;
