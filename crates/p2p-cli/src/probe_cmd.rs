@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use p2p_core::{PairState, PeerVerdict};
+use p2p_core::{PairState, PeerClaim, PeerVerdict};
 use serde_json::json;
 
 use crate::machine::{self, CliError};
@@ -34,7 +34,10 @@ pub(crate) fn run(args: &MachineArgs, json: bool) -> Result<ExitCode, CliError> 
                 })
             })
             .collect();
-        let pairs: Vec<_> = verdicts.iter().map(pair_json).collect();
+        let pairs = verdicts
+            .iter()
+            .map(|v| Ok(pair_json(v, &driver.claim(v.from, v.to)?)))
+            .collect::<Result<Vec<_>, CliError>>()?;
         let doc = json!({
             "simulated": machine.simulated(),
             "machine": machine.name,
@@ -119,7 +122,8 @@ fn short(v: &PeerVerdict) -> &'static str {
     }
 }
 
-fn pair_json(v: &PeerVerdict) -> serde_json::Value {
+/// One pair for `--json`: the verdict, and the driver's claim in full.
+fn pair_json(v: &PeerVerdict, claim: &PeerClaim) -> serde_json::Value {
     let state = match v.state() {
         PairState::Works => "works",
         PairState::Broken => "broken",
@@ -134,5 +138,11 @@ fn pair_json(v: &PeerVerdict) -> serde_json::Value {
         "detail": v.reason.describe(),
         "peer_gbps": v.peer_gbps,
         "probe_micros": v.probe_micros,
+        "claim": {
+            "can_access_peer": claim.can_access_peer,
+            "access_supported": claim.access_supported,
+            "performance_rank": claim.performance_rank,
+            "native_atomics": claim.native_atomics,
+        },
     })
 }

@@ -100,6 +100,8 @@ fn every_fault_gives_its_reason() {
     assert_eq!(reason(1, 3), "enable-failed");
     assert_eq!(reason(2, 3), "verified");
     assert_eq!(pair(&doc, 1, 3)["claimed"], true);
+    assert_eq!(pair(&doc, 1, 3)["claim"]["can_access_peer"], true);
+    assert_eq!(pair(&doc, 1, 2)["claim"]["access_supported"], false);
     assert_eq!(pair(&doc, 1, 2)["claimed"], false);
 
     let (thorough, _cache) = p2p(&[
