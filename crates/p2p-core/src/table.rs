@@ -152,6 +152,21 @@ impl PeerTable {
         let n = self.device_count();
         if let Some(entry) = &self.cached[from * n + to] {
             if entry.thorough || !self.config.probe.thorough {
+                if entry.verdict.is_verified() {
+                    // Peer access is per process: a verdict from the cache
+                    // says the path works, but this process has not opened it
+                    // yet, and without it the driver quietly stages the copy.
+                    if let Err(err) = self.driver.enable_peer_access(from, to) {
+                        tracing::warn!(
+                            "cached verdict says cuda:{from} -> cuda:{to} works, but enabling it failed ({err}); probing again"
+                        );
+                        let verdict = probe_pair(&self.driver, from, to, &self.config.probe)?;
+                        return Ok((verdict, true));
+                    }
+                    if let Err(err) = self.driver.enable_peer_access(to, from) {
+                        tracing::debug!("enabling cuda:{to} -> cuda:{from} access (reverse of a cached pair): {err}");
+                    }
+                }
                 return Ok((entry.verdict.clone(), false));
             }
         }

@@ -276,7 +276,37 @@ fn cache_round_trip_skips_the_probe() {
         0,
         "answered from the cache"
     );
-    assert_eq!(sim.stats().enable_calls, 0);
+    // Peer access is per process: the verified cached pair (0 -> 1) is
+    // opened again, both contexts; the broken ones (0 -> 2, 1 -> 3) are not.
+    assert_eq!(sim.stats().enable_calls, 2);
+    let data = p2p_core::probe::probe_pattern(4096, 9);
+    let src = p2p_core::memory::DeviceBuffer::new(
+        &(sim.clone() as Arc<dyn Driver>),
+        0,
+        4096,
+        p2p_core::AllocKind::Plain,
+    )
+    .unwrap();
+    let dst = p2p_core::memory::DeviceBuffer::new(
+        &(sim.clone() as Arc<dyn Driver>),
+        1,
+        4096,
+        p2p_core::AllocKind::Plain,
+    )
+    .unwrap();
+    let stream = p2p_core::memory::Stream::new(&(sim.clone() as Arc<dyn Driver>), 0).unwrap();
+    src.write_from_slice(&data, &stream).unwrap();
+    // SAFETY: both buffers hold 4096 bytes and outlive the synchronize.
+    unsafe {
+        sim.copy_peer_async(dst.ptr(), src.ptr(), 4096, stream.id())
+            .unwrap()
+    };
+    stream.synchronize().unwrap();
+    assert_eq!(
+        sim.stats().peer_path_copies_between(0, 1),
+        1,
+        "a copy after a cached verdict takes the peer path"
+    );
 
     let third_sim = Arc::new(SimDriver::from_toml_str(FAULTY, Path::new("t.toml")).unwrap());
     let reprobe = Config {
