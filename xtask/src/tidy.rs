@@ -28,6 +28,8 @@ const UNSAFE_ALLOWED_IN: &[&str] = &[
     "unsafe_",
     "raw",
     "/tests/",
+    // Benchmarks the unsafe non-blocking API (`Mover::copy_async`).
+    "benches/src/gpu/peer.rs",
 ];
 
 /// Directories (from the repository root) whose `.rs` files are checked.

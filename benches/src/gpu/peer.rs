@@ -96,7 +96,8 @@ impl Bench {
                 };
                 let src = DeviceRange::new(&self.src, size);
                 let mut dst = DeviceRangeMut::new(&mut self.dst, size);
-                let transfer = mover.copy_async(&src, &mut dst, order)?;
+                // SAFETY: the transfer is waited for below, not leaked.
+                let transfer = unsafe { mover.copy_async(&src, &mut dst, order)? };
                 self.streams[DST].synchronize()?;
                 transfer.wait().map(drop)
             })?

@@ -193,7 +193,8 @@ fn ordered_with_caller_streams(driver: Arc<dyn Driver>) {
             dst_stream: Some(consumer.id()),
         };
         let dst_ptr = dst.ptr();
-        let transfer = mover.copy_async(&src, &mut dst, order).unwrap();
+        // SAFETY: the transfer is waited for below, not leaked.
+        let transfer = unsafe { mover.copy_async(&src, &mut dst, order) }.unwrap();
         let mut seen = vec![0u8; len];
         // SAFETY: `seen` holds `len` bytes and lives past the synchronize;
         // the consumer stream reads `dst` only after the move, as ordered.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use p2p_core::sim::Fault;
 use p2p_core::{AllocKind, Driver, Error as CoreError, PeerTable, SimDriver};
-use p2p_move::{Error, Mover, Policy, Route};
+use p2p_move::{Error, Mover, Policy, RawBytes, Route, StreamOrder};
 
 fn sim() -> Arc<SimDriver> {
     Arc::new(SimDriver::from_toml_str(HEALTHY, Path::new("healthy.toml")).unwrap())
@@ -66,7 +66,7 @@ fn verify_mode_catches_a_pair_that_broke_after_its_probe() {
 }
 
 #[test]
-fn a_copy_that_hangs_is_an_error_not_a_hung_process() {
+fn a_copy_that_hangs_is_a_timeout_on_the_raw_api() {
     let sim = sim();
     let driver: Arc<dyn Driver> = sim.clone();
     let mover = mover_on(&sim);
@@ -76,12 +76,26 @@ fn a_copy_that_hangs_is_an_error_not_a_hung_process() {
     mover.copy(&src, &mut dst).unwrap();
     sim.set_peer_fault(0, 1, Fault::Hang).unwrap();
     let started = Instant::now();
-    match mover.copy(&src, &mut dst) {
+    // SAFETY: both buffers are leaked below, since the hung copy may use them forever.
+    let completion = unsafe {
+        mover.copy_raw_async(
+            RawBytes::Device(src.ptr()),
+            RawBytes::Device(dst.ptr()),
+            4096,
+            StreamOrder::default(),
+        )
+    }
+    .unwrap();
+    match completion.wait() {
         Err(Error::Core(CoreError::Timeout { .. })) => {}
         other => panic!("expected a timeout, got {other:?}"),
     }
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_bytes(&read(&driver, &src), &data, "source untouched");
+    // The safe API would keep waiting instead (it cannot release borrowed
+    // memory under a running copy); the raw API's caller leaks it.
+    std::mem::forget(src);
+    std::mem::forget(dst);
 }
 
 #[test]

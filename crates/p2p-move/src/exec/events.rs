@@ -72,10 +72,10 @@ impl PooledEvent {
         self.0.pool.driver.record_event(self.0.id, stream)
     }
 
-    /// Done, or failed to ask (a failed query counts as done: the error
-    /// surfaces at the next synchronising call instead of wedging the pool).
+    /// Done. A failed query counts as not done: buffers parked behind it are
+    /// never handed out again (the pool pins past its bound instead).
     pub(crate) fn is_done(&self) -> bool {
-        self.0.pool.driver.event_done(self.0.id).unwrap_or(true)
+        self.0.pool.driver.event_done(self.0.id).unwrap_or(false)
     }
 
     pub(crate) fn wait(&self, deadline: Duration) -> Result<()> {

@@ -68,8 +68,12 @@ impl Mover {
     pub fn new(table: Arc<PeerTable>, policy: Policy) -> Result<Mover> {
         policy.validate()?;
         let driver = table.driver().clone();
-        let staging_bytes =
-            DEFAULT_STAGING_BYTES.max(2 * policy.chunk_bytes.saturating_mul(policy.pipeline_depth));
+        let staging_bytes = DEFAULT_STAGING_BYTES.max(
+            policy
+                .chunk_bytes
+                .saturating_mul(policy.pipeline_depth)
+                .saturating_mul(2),
+        );
         Ok(Mover {
             res: DeviceResources::new(driver.clone()),
             staging: StagingPool::new(driver.clone(), staging_bytes),
@@ -133,7 +137,9 @@ impl Mover {
                 let stream = self.res.outbound(s.device)?;
                 // SAFETY: the borrows of `src` and `dst` outlive the wait below.
                 unsafe { raw::peer_unmarked(&self.driver, d, s, len, stream)? };
-                self.driver.wait_stream(stream, self.wait_deadline(len))?;
+                transfer::hold_until_done(self.wait_deadline(len), |deadline| {
+                    self.driver.wait_stream(stream, deadline)
+                })?;
                 if self.verify {
                     transfer::verify_bytes(&self.driver, src_raw, dst_raw, len)?;
                 }
@@ -157,7 +163,7 @@ impl Mover {
         // SAFETY: the borrows of `src` and `dst` outlive the wait below.
         let completion =
             unsafe { self.queue_planned(plan, src_raw, dst_raw, len, StreamOrder::default())? };
-        completion.wait()
+        completion.wait_holding_borrows()
     }
 
     /// Device to host to device through one pinned buffer, waiting on the
@@ -203,7 +209,13 @@ impl Mover {
     /// for or dropped (dropping waits), so neither side can be freed or
     /// touched while the copy runs. Moves from or to pageable host memory
     /// return only once the host side is done.
-    pub fn copy_async<'a, S, D>(
+    ///
+    /// # Safety
+    /// The [`Transfer`] must be waited for or dropped, never leaked
+    /// (`std::mem::forget`, a reference cycle): a leaked transfer ends the
+    /// borrows while the device may still read `src` and write `dst`.
+    /// [`Mover::copy`] is the safe, blocking form.
+    pub unsafe fn copy_async<'a, S, D>(
         &'a self,
         src: &'a S,
         dst: &'a mut D,
@@ -254,7 +266,9 @@ impl Mover {
         if plan.route == Route::NoOp || len == 0 {
             if plan.route == Route::NoOp {
                 // SAFETY: forwarded caller contract.
-                unsafe { self.copy_same_place(src, dst, len, order)? };
+                let done = unsafe { self.copy_same_place(src, dst, len, order)? };
+                let deadline = self.wait_deadline(len);
+                return Ok(Completion::queued(plan, done, deadline, None));
             }
             return Ok(Completion::ready(plan));
         }
@@ -303,10 +317,13 @@ impl Mover {
                 // Also after a failure: copies queued before it may still use them.
                 let parked = match &queued {
                     Ok(done) => Ok(done.clone()),
-                    Err(_) => self.res.event(d.device).and_then(|event| {
-                        event.record(self.res.inbound(d.device)?)?;
-                        Ok(event)
-                    }),
+                    Err(_) => {
+                        let streams = [
+                            (s.device, self.res.outbound(s.device)?),
+                            (gpu, self.res.outbound(gpu)?),
+                        ];
+                        raw::after_all(&cx, &streams)
+                    }
                 };
                 match parked {
                     Ok(event) => self.scratch.release(scratch, event),
@@ -339,7 +356,12 @@ impl Mover {
             }
         };
         if let (Some(done), Some(dst_stream)) = (&done, order.dst_stream) {
-            self.driver.stream_wait_event(dst_stream, done.id())?;
+            if let Err(err) = self.driver.stream_wait_event(dst_stream, done.id()) {
+                // The copy is queued: it must be over before the caller may
+                // touch the memory again, error or not.
+                let _ = transfer::hold_until_done(self.wait_deadline(len), |d| done.wait(d));
+                return Err(err.into());
+            }
         }
         let verify = self.verify.then(|| transfer::VerifyRequest {
             driver: self.driver.clone(),
@@ -376,7 +398,7 @@ impl Mover {
         // SAFETY: the exclusive borrows of `items` outlive the wait below,
         // and on error `copy_batch_raw_async` waits for what it queued.
         let batch = unsafe { self.copy_batch_raw_async(&ranges, StreamOrder::default())? };
-        batch.wait()
+        batch.wait_holding_borrows()
     }
 
     /// Queues many copies between raw ranges, ordered with `order` as one
@@ -486,9 +508,9 @@ impl Mover {
         dst: RawBytes,
         len: usize,
         order: StreamOrder,
-    ) -> Result<()> {
+    ) -> Result<Option<PooledEvent>> {
         if len == 0 || src == dst {
-            return Ok(());
+            return Ok(None);
         }
         match (src, dst) {
             (RawBytes::Device(s), RawBytes::Device(d)) => {
@@ -502,16 +524,19 @@ impl Mover {
                 };
                 // SAFETY: forwarded caller contract.
                 let done = unsafe { raw::peer(&cx, d, s, len)? };
-                match order.dst_stream {
-                    Some(stream) => self.driver.stream_wait_event(stream, done.id())?,
-                    None => done.wait(self.wait_deadline(len))?,
+                if let Some(stream) = order.dst_stream {
+                    if let Err(err) = self.driver.stream_wait_event(stream, done.id()) {
+                        let _ =
+                            transfer::hold_until_done(self.wait_deadline(len), |t| done.wait(t));
+                        return Err(err.into());
+                    }
                 }
-                Ok(())
+                Ok(Some(done))
             }
             (RawBytes::Host { ptr: s, .. }, RawBytes::Host { ptr: d, .. }) => {
                 // SAFETY: the caller guarantees both ranges; `copy` allows overlap.
                 unsafe { std::ptr::copy(s, d, len) };
-                Ok(())
+                Ok(None)
             }
             _ => Err(Error::Internal(
                 "no-op plan between different locations".into(),
@@ -545,8 +570,17 @@ impl Mover {
             }
             if let Some(pool) = self.driver.pool_of(ptr)? {
                 let mut granted = self.pool_grants.lock().unwrap_or_else(|e| e.into_inner());
-                if granted.insert((pool, other)) {
-                    self.driver.grant_pool_access(pool, other)?;
+                if !granted.contains(&(pool, other)) {
+                    match self.driver.grant_pool_access(pool, other) {
+                        Ok(()) => {
+                            granted.insert((pool, other));
+                        }
+                        // Still correct without it, by the driver's slower path.
+                        Err(err) => tracing::warn!(
+                            "opening a pool of cuda:{} to cuda:{other}: {err}",
+                            pool.device
+                        ),
+                    }
                 }
             }
         }
@@ -566,12 +600,22 @@ impl Mover {
             return Ok(());
         }
         for (owner, accessor) in [(a, b), (b, a)] {
-            if let Some(pool) = self.driver.default_pool(owner)? {
-                self.driver.grant_pool_access(pool, accessor)?;
-                self.pool_grants
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert((pool, accessor));
+            // A failed grant is not fatal: such memory is still copied
+            // correctly, by the driver's slower path; the pair is not asked again.
+            match self.driver.default_pool(owner) {
+                Ok(Some(pool)) => match self.driver.grant_pool_access(pool, accessor) {
+                    Ok(()) => {
+                        self.pool_grants
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert((pool, accessor));
+                    }
+                    Err(err) => tracing::warn!(
+                        "opening cuda:{owner}'s default pool to cuda:{accessor}: {err}"
+                    ),
+                },
+                Ok(None) => {}
+                Err(err) => tracing::warn!("finding cuda:{owner}'s default pool: {err}"),
             }
         }
         granted.insert(key);

@@ -14,6 +14,7 @@ use p2p_core::{CopyDesc, DevicePtr, Driver, Result};
 
 use super::events::{DeviceResources, PooledEvent};
 use super::staging::StagingPool;
+use super::transfer::hold_until_done;
 use crate::plan::Chunk;
 
 /// What the routes share: the driver, streams and events, the pinned pool.
@@ -95,10 +96,10 @@ pub(crate) unsafe fn bounce(
 ) -> Result<()> {
     // SAFETY: the slot holds at least `len` bytes; the caller keeps `src` valid.
     unsafe { driver.copy_dtoh_async(slot.as_mut_ptr(), src, len, out)? };
-    driver.wait_stream(out, deadline)?;
+    hold_until_done(deadline, |d| driver.wait_stream(out, d))?;
     // SAFETY: as above, for `dst`.
     unsafe { driver.copy_htod_async(dst, slot.as_ptr(), len, inb)? };
-    driver.wait_stream(inb, deadline)
+    hold_until_done(deadline, |d| driver.wait_stream(inb, d))
 }
 
 /// Many peer copies from one device, in one batch call where the driver can.
@@ -167,7 +168,7 @@ pub(crate) unsafe fn staged(
             None => cx.mark(dst.device, inb),
         }
     })();
-    finish_with_slots(cx, slots, dst.device, inb, result)
+    finish_with_slots(cx, slots, &[(src.device, out), (dst.device, inb)], result)
 }
 
 /// Device to device through a third GPU: two peer legs pipelined through
@@ -182,7 +183,10 @@ pub(crate) unsafe fn via(
     hops: &[DevicePtr],
     chunks: &[Chunk],
 ) -> Result<PooledEvent> {
-    let (first, second) = (cx.res.outbound(src.device)?, cx.res.inbound(dst.device)?);
+    // Each leg is pushed from its sending device's stream, as the probe
+    // verified it (the copy engine of the sender drives the copy).
+    let mid = hops.first().map_or(dst.device, |hop| hop.device);
+    let (first, second) = (cx.res.outbound(src.device)?, cx.res.outbound(mid)?);
     cx.wait_start(first)?;
     cx.wait_start(second)?;
     let depth = hops.len().max(1);
@@ -208,12 +212,12 @@ pub(crate) unsafe fn via(
             cx.driver
                 .copy_peer_async(dst.offset(chunk.offset), hops[slot], chunk.len, second)?
         };
-        forwarded[slot] = Some(cx.mark(dst.device, second)?);
+        forwarded[slot] = Some(cx.mark(mid, second)?);
         last = Some(slot);
     }
     match last.and_then(|slot| forwarded[slot].take()) {
         Some(done) => Ok(done),
-        None => cx.mark(dst.device, second),
+        None => cx.mark(mid, second),
     }
 }
 
@@ -274,7 +278,7 @@ pub(crate) unsafe fn upload_pageable(
         for (i, chunk) in chunks.iter().enumerate() {
             let slot = i % depth;
             if let Some(free) = uploaded[slot].take() {
-                free.wait(cx.deadline)?;
+                hold_until_done(cx.deadline, |d| free.wait(d))?;
             }
             // SAFETY: the caller keeps `src` valid for `chunk.offset + chunk.len` bytes.
             let from = unsafe { std::slice::from_raw_parts(src.add(chunk.offset), chunk.len) };
@@ -296,7 +300,7 @@ pub(crate) unsafe fn upload_pageable(
             None => cx.mark(dst.device, stream),
         }
     })();
-    finish_with_slots(cx, slots, dst.device, stream, result)
+    finish_with_slots(cx, slots, &[(dst.device, stream)], result)
 }
 
 /// Device to pageable host: the GPU downloads chunks into pinned buffers
@@ -336,7 +340,7 @@ pub(crate) unsafe fn download_pageable(
             let Some(event) = landed.pop_front() else {
                 break;
             };
-            event.wait(cx.deadline)?;
+            hold_until_done(cx.deadline, |d| event.wait(d))?;
             // SAFETY: the caller keeps `dst` valid for `chunk.offset + chunk.len` bytes.
             let to = unsafe { std::slice::from_raw_parts_mut(dst.add(chunk.offset), chunk.len) };
             parallel_copy(to, &slots[i % depth].as_slice()[..chunk.len]);
@@ -352,43 +356,63 @@ pub(crate) unsafe fn download_pageable(
             Ok(())
         }
         Err(err) => {
-            park_after_failure(cx, slots, src.device, stream);
+            park_after_failure(cx, slots, &[(src.device, stream)]);
             Err(err)
         }
     }
 }
 
-/// Hands the pinned slots back once the work queued on `stream` is done.
+/// Hands the pinned slots back once the work queued on `streams` is done.
 fn finish_with_slots(
     cx: &RouteContext<'_>,
     slots: Vec<PinnedBuffer>,
-    device: usize,
-    stream: p2p_core::StreamId,
+    streams: &[(usize, p2p_core::StreamId)],
     result: Result<PooledEvent>,
 ) -> Result<PooledEvent> {
     match result {
+        // The final event follows every copy of the move (the last stream
+        // waited for the others), so the slots are free when it fires.
         Ok(done) => {
             cx.staging.release(slots, done.clone());
             Ok(done)
         }
         Err(err) => {
-            park_after_failure(cx, slots, device, stream);
+            park_after_failure(cx, slots, streams);
             Err(err)
         }
     }
 }
 
-/// After a failure part-way, queued copies may still use the slots.
+/// After a failure part-way, copies queued on any of `streams` may still
+/// use the slots: park them behind an event that follows all of those.
 fn park_after_failure(
     cx: &RouteContext<'_>,
     slots: Vec<PinnedBuffer>,
-    device: usize,
-    stream: p2p_core::StreamId,
+    streams: &[(usize, p2p_core::StreamId)],
 ) {
-    match cx.mark(device, stream) {
+    match after_all(cx, streams) {
         Ok(event) => cx.staging.release(slots, event),
+        // Cannot tell when they are free: never reuse them.
         Err(_) => std::mem::forget(slots),
     }
+}
+
+/// An event that fires once the work queued so far on every one of
+/// `streams` is done: the last stream waits for the others, then records.
+pub(crate) fn after_all(
+    cx: &RouteContext<'_>,
+    streams: &[(usize, p2p_core::StreamId)],
+) -> Result<PooledEvent> {
+    let Some((&(last_device, last), others)) = streams.split_last() else {
+        return Err(p2p_core::Error::Unsupported(
+            "after_all needs a stream".into(),
+        ));
+    };
+    for &(device, stream) in others {
+        let tail = cx.mark(device, stream)?;
+        cx.driver.stream_wait_event(last, tail.id())?;
+    }
+    cx.mark(last_device, last)
 }
 
 /// memcpy, split over the rayon pool's threads when large enough to pay

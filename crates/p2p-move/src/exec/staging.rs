@@ -78,9 +78,19 @@ impl StagingPool {
             // Wait for the oldest parked set, with the lock released meanwhile.
             let (buffers, event) = state.parked.remove(0);
             drop(state);
-            event.wait(Duration::MAX)?;
+            let waited = event.wait(Duration::from_secs(60));
             state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            state.free.extend(buffers);
+            match waited {
+                Ok(()) => state.free.extend(buffers),
+                Err(err) => {
+                    // A copy that never ends may still write them: never reuse.
+                    tracing::warn!(
+                        "a staged copy did not finish ({err}); leaking its pinned buffers"
+                    );
+                    state.allocated -= buffers.iter().map(PinnedBuffer::len).sum::<usize>();
+                    std::mem::forget(buffers);
+                }
+            }
         }
     }
 

@@ -66,6 +66,22 @@ impl Completion {
         self.done.as_ref().is_none_or(PooledEvent::is_done)
     }
 
+    /// Waits like [`Completion::wait`], but never returns while the device
+    /// may still touch the move's memory: for the safe APIs, whose borrows
+    /// end when they return. A copy past its deadline is reported and then
+    /// waited for without one (a hung copy hangs the caller rather than
+    /// writing into memory that has been freed; the unsafe raw API returns
+    /// the timeout instead, for callers that can leak their buffers).
+    pub(crate) fn wait_holding_borrows(self) -> Result<Plan> {
+        if let Some(done) = &self.done {
+            hold_until_done(self.deadline, |deadline| done.wait(deadline))?;
+        }
+        if let Some(request) = &self.verify {
+            verify_bytes(&request.driver, request.src, request.dst, request.len)?;
+        }
+        Ok(self.plan)
+    }
+
     /// Blocks until the move is done (a [`p2p_core::Error::Timeout`] if it
     /// hangs), then verifies it when the mover was asked to.
     pub fn wait(self) -> Result<Plan> {
@@ -125,6 +141,21 @@ impl BatchCompletion {
         Ok(self.plans)
     }
 
+    /// Like [`BatchCompletion::wait`], for the safe API: never returns while
+    /// a copy may still touch borrowed memory.
+    pub(crate) fn wait_holding_borrows(self) -> Result<Vec<Plan>> {
+        for (event, deadline) in &self.events {
+            hold_until_done(*deadline, |d| event.wait(d))?;
+        }
+        for part in self.parts {
+            part.wait_holding_borrows()?;
+        }
+        for request in &self.verify {
+            verify_bytes(&request.driver, request.src, request.dst, request.len)?;
+        }
+        Ok(self.plans)
+    }
+
     /// Waits for everything queued, ignoring errors (the caller has one already).
     pub(crate) fn wait_quietly(self) {
         for (event, deadline) in &self.events {
@@ -166,10 +197,11 @@ impl<'a> Transfer<'a> {
         self.completion.as_ref().is_none_or(Completion::is_done)
     }
 
-    /// Blocks until the bytes are there.
+    /// Blocks until the bytes are there. Never returns while the device may
+    /// still touch the borrowed memory (see [`Mover::copy`]).
     pub fn wait(mut self) -> Result<Plan> {
         match self.completion.take() {
-            Some(completion) => completion.wait(),
+            Some(completion) => completion.wait_holding_borrows(),
             None => unreachable!("a transfer holds its completion until consumed"),
         }
     }
@@ -178,10 +210,31 @@ impl<'a> Transfer<'a> {
 impl Drop for Transfer<'_> {
     fn drop(&mut self) {
         if let Some(completion) = self.completion.take() {
-            if let Err(err) = completion.wait() {
+            if let Err(err) = completion.wait_holding_borrows() {
                 tracing::error!("a dropped transfer failed: {err}");
             }
         }
+    }
+}
+
+/// Runs `wait` with `deadline`; past it, logs and waits with no deadline, so
+/// that memory borrowed by a safe API is never released under a running copy.
+pub(crate) fn hold_until_done(
+    deadline: Duration,
+    wait: impl Fn(Duration) -> p2p_core::Result<()>,
+) -> p2p_core::Result<()> {
+    match wait(deadline) {
+        Err(p2p_core::Error::Timeout { what, after_ms }) => {
+            tracing::error!(
+                "{what} is still running after {after_ms} ms; a safe move cannot return while the \
+                 device may still use its borrowed memory, so it keeps waiting \
+                 (the unsafe raw API returns a timeout instead)"
+            );
+            wait(Duration::MAX)?;
+            tracing::warn!("the late copy finished");
+            Ok(())
+        }
+        other => other,
     }
 }
 
