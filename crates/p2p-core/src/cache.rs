@@ -151,10 +151,16 @@ impl VerdictCache {
             std::process::id(),
             std::thread::current().id()
         ));
-        let mut out = std::fs::File::create(&temp).map_err(io("creating", &temp))?;
-        out.write_all(&json).map_err(io("writing", &temp))?;
-        out.sync_all().map_err(io("flushing", &temp))?;
-        drop(out);
+        let written = std::fs::File::create(&temp)
+            .map_err(io("creating", &temp))
+            .and_then(|mut out| {
+                out.write_all(&json).map_err(io("writing", &temp))?;
+                out.sync_all().map_err(io("flushing", &temp))
+            });
+        if let Err(err) = written {
+            let _ = std::fs::remove_file(&temp);
+            return Err(err);
+        }
         std::fs::rename(&temp, &self.path).map_err(|source| {
             let _ = std::fs::remove_file(&temp);
             Error::Io {

@@ -202,6 +202,18 @@ impl PeerTable {
                 probed.or_else(|| cached.cloned())
             })
             .collect();
+        // Another process may have written pairs since we read the file:
+        // keep those we know nothing about (our own answers win).
+        let mut entries = entries;
+        for theirs in cache.load() {
+            let pair = (theirs.verdict.from, theirs.verdict.to);
+            if !entries
+                .iter()
+                .any(|e| (e.verdict.from, e.verdict.to) == pair)
+            {
+                entries.push(theirs);
+            }
+        }
         if let Err(err) = cache.store(&entries) {
             tracing::warn!("could not write the verdict cache: {err}");
         }

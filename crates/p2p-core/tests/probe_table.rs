@@ -385,3 +385,22 @@ fn policy_verdicts_are_not_cached() {
         "lifting the policy brings the pair back"
     );
 }
+
+#[test]
+fn two_processes_sharing_a_cache_keep_each_others_verdicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = PeerTable::new(machine(FAULTY), cached_config(dir.path()));
+    let second = PeerTable::new(machine(FAULTY), cached_config(dir.path()));
+    first.verdict(0, 1).unwrap();
+    second.verdict(0, 2).unwrap(); // read the file before `first` wrote 0 -> 1
+    let sim = Arc::new(SimDriver::from_toml_str(FAULTY, Path::new("t.toml")).unwrap());
+    let third = PeerTable::new(sim.clone(), cached_config(dir.path()));
+    assert!(third.verdict(0, 1).unwrap().is_verified());
+    assert!(!third.verdict(0, 2).unwrap().is_verified());
+    assert_eq!(
+        sim.stats().peer_copies_between(0, 1),
+        0,
+        "both answers came from the file"
+    );
+    assert_eq!(sim.stats().peer_copies_between(0, 2), 0);
+}

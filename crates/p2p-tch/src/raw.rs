@@ -359,7 +359,19 @@ fn release_after_failure(err: &p2p_move::Error, copies: Vec<TensorCopy<'_>>) {
     devices.sort_unstable();
     devices.dedup();
     for device in devices {
-        tch::Cuda::synchronize(device as i64);
+        // tch unwraps the CUDA error of a synchronize: a panic here must not
+        // free memory a copy may still write, so a failed synchronize leaks.
+        let synchronized = std::panic::catch_unwind(|| tch::Cuda::synchronize(device as i64));
+        if synchronized.is_err() {
+            tracing::error!(
+                "synchronizing cuda:{device} after a failed move failed; leaking its tensors"
+            );
+            for copy in copies {
+                std::mem::forget(copy.src.shallow_clone());
+                std::mem::forget(copy.dst.shallow_clone());
+            }
+            return;
+        }
     }
     drop(copies);
 }

@@ -28,6 +28,7 @@ const REQUIRED_SYMBOLS: &[&CStr] = &[
     c"cuDevicePrimaryCtxRetain",
     c"cuDevicePrimaryCtxRelease_v2",
     c"cuCtxSetCurrent",
+    c"cuCtxGetCurrent",
     c"cuCtxEnablePeerAccess",
     c"cuMemAlloc_v2",
     c"cuMemFree_v2",

@@ -248,6 +248,16 @@ pub(super) unsafe fn primary_ctx_release(device: CUdevice) -> Result<()> {
     })
 }
 
+/// `cuCtxGetCurrent`: the context bound to the calling thread (null if none).
+pub(super) fn ctx_get_current() -> Result<CUcontext> {
+    let mut context: CUcontext = std::ptr::null_mut();
+    // SAFETY: writes one handle into `context`.
+    check("cuCtxGetCurrent", unsafe {
+        sys::cuCtxGetCurrent(&mut context)
+    })?;
+    Ok(context)
+}
+
 /// `cuCtxSetCurrent`: binds `context` to the calling thread.
 ///
 /// # Safety

@@ -63,6 +63,23 @@ unsafe impl Send for CudaDriver {}
 // SAFETY: as above; `&self` methods only read the handles and call the thread-safe driver.
 unsafe impl Sync for CudaDriver {}
 
+/// Restores the thread's previous context when dropped (see `CudaDriver::bind`).
+struct Bound {
+    previous: CUcontext,
+    context: CUcontext,
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        if self.previous != self.context {
+            // SAFETY: `previous` was current on this thread a moment ago (or
+            // null, which unbinds); a context someone else retained stays
+            // valid while it is current. Errors cannot be reported from Drop.
+            let _ = unsafe { ffi::ctx_set_current(self.previous) };
+        }
+    }
+}
+
 /// What the backend holds per device, created on first use.
 struct DeviceState {
     handle: CUdevice,
@@ -124,24 +141,30 @@ impl CudaDriver {
         Ok(context)
     }
 
-    /// Binds `device`'s primary context to the calling thread and returns it.
-    fn bind(&self, device: usize) -> Result<CUcontext> {
+    /// Binds `device`'s primary context to the calling thread until the
+    /// returned guard drops, which binds back whatever was current before:
+    /// the CUDA runtime (PyTorch) reads its current device from the current
+    /// context, so a call of ours must not change it behind the caller's back.
+    fn bind(&self, device: usize) -> Result<Bound> {
         let context = self.context(device)?;
-        // SAFETY: `context` is retained by us until `Drop`.
-        unsafe { ffi::ctx_set_current(context)? };
-        Ok(context)
+        let previous = ffi::ctx_get_current()?;
+        if previous != context {
+            // SAFETY: `context` is retained by us until `Drop`.
+            unsafe { ffi::ctx_set_current(context)? };
+        }
+        Ok(Bound { previous, context })
     }
 
     /// Binds some context for calls that need one but no particular device
     /// (pinned host memory): one already in use if any, so that no idle GPU
     /// gets a context, else device 0's.
-    fn bind_any(&self) -> Result<()> {
+    fn bind_any(&self) -> Result<Bound> {
         let device = self
             .states
             .iter()
             .position(|s| s.context.get().is_some())
             .unwrap_or(0);
-        self.bind(device).map(drop)
+        self.bind(device)
     }
 
     /// The private stream for pool allocations on `device`; its context must be bound.
@@ -239,13 +262,13 @@ impl Driver for CudaDriver {
             return Ok(());
         }
         let owner_context = self.context(owner)?;
-        self.bind(accessor)?;
+        let _bound = self.bind(accessor)?;
         // SAFETY: both primary contexts are retained by us; the accessor's is current.
         unsafe { ffi::ctx_enable_peer_access(owner_context) }
     }
 
     fn alloc_device(&self, device: usize, bytes: usize, kind: AllocKind) -> Result<DevicePtr> {
-        self.bind(device)?;
+        let _bound = self.bind(device)?;
         let size = bytes.max(1);
         let addr = match kind {
             AllocKind::Plain => ffi::mem_alloc(size),
@@ -265,13 +288,13 @@ impl Driver for CudaDriver {
     }
 
     unsafe fn free_device(&self, ptr: DevicePtr) -> Result<()> {
-        self.bind(ptr.device)?;
+        let _bound = self.bind(ptr.device)?;
         // SAFETY: the caller's contract: from our `alloc_device`, freed once, unused.
         unsafe { ffi::mem_free(ptr.addr) }
     }
 
     fn alloc_pinned(&self, bytes: usize) -> Result<*mut u8> {
-        self.bind_any()?;
+        let _bound = self.bind_any()?;
         ffi::mem_host_alloc_portable(bytes.max(1)).map_err(|err| {
             if ffi::is_code(&err, CUresult::CUDA_ERROR_OUT_OF_MEMORY) {
                 Error::OutOfMemory {
@@ -285,13 +308,13 @@ impl Driver for CudaDriver {
     }
 
     unsafe fn free_pinned(&self, ptr: *mut u8) -> Result<()> {
-        self.bind_any()?;
+        let _bound = self.bind_any()?;
         // SAFETY: the caller's contract: from our `alloc_pinned`, freed once, unused.
         unsafe { ffi::mem_free_host(ptr) }
     }
 
     fn pool_of(&self, ptr: DevicePtr) -> Result<Option<PoolId>> {
-        self.bind(ptr.device)?;
+        let _bound = self.bind(ptr.device)?;
         if !self.has_pools {
             return Ok(None);
         }
@@ -315,7 +338,7 @@ impl Driver for CudaDriver {
 
     fn grant_pool_access(&self, pool: PoolId, accessor: usize) -> Result<()> {
         self.check_device(accessor)?;
-        self.bind(pool.device)?;
+        let _bound = self.bind(pool.device)?;
         if accessor == pool.device {
             // The owning device always has access, and the driver refuses to change it.
             return Ok(());
@@ -331,7 +354,7 @@ impl Driver for CudaDriver {
     }
 
     fn create_stream(&self, device: usize) -> Result<StreamId> {
-        self.bind(device)?;
+        let _bound = self.bind(device)?;
         let stream = ffi::stream_create_non_blocking()?;
         Ok(StreamId {
             device,
@@ -340,7 +363,7 @@ impl Driver for CudaDriver {
     }
 
     unsafe fn destroy_stream(&self, stream: StreamId) -> Result<()> {
-        self.bind(stream.device)?;
+        let _bound = self.bind(stream.device)?;
         if stream.raw == 0 {
             // The legacy default stream is not ours to destroy.
             return Ok(());
@@ -350,7 +373,7 @@ impl Driver for CudaDriver {
     }
 
     fn create_event(&self, device: usize) -> Result<EventId> {
-        self.bind(device)?;
+        let _bound = self.bind(device)?;
         let event = ffi::event_create()?;
         Ok(EventId {
             device,
@@ -359,7 +382,7 @@ impl Driver for CudaDriver {
     }
 
     unsafe fn destroy_event(&self, event: EventId) -> Result<()> {
-        self.bind(event.device)?;
+        let _bound = self.bind(event.device)?;
         // SAFETY: the caller's contract: from our `create_event`, destroyed once.
         unsafe { ffi::event_destroy(raw_to_handle(event.raw)) }
     }
@@ -376,7 +399,7 @@ impl Driver for CudaDriver {
         if bytes == 0 {
             return Ok(());
         }
-        self.bind(stream.device)?;
+        let _bound = self.bind(stream.device)?;
         let handle: CUstream = raw_to_handle(stream.raw);
         if dst.device == src.device {
             // SAFETY: the caller's contract; the stream is live (or null).
@@ -407,7 +430,7 @@ impl Driver for CudaDriver {
             }
             return Ok(());
         }
-        self.bind(stream.device)?;
+        let _bound = self.bind(stream.device)?;
         let mut dsts: Vec<u64> = copies.iter().map(|copy| copy.dst.addr).collect();
         let mut srcs: Vec<u64> = copies.iter().map(|copy| copy.src.addr).collect();
         let mut sizes: Vec<usize> = copies.iter().map(|copy| copy.bytes).collect();
@@ -429,7 +452,7 @@ impl Driver for CudaDriver {
         if bytes == 0 {
             return Ok(());
         }
-        self.bind(stream.device)?;
+        let _bound = self.bind(stream.device)?;
         // SAFETY: the caller's contract.
         unsafe { ffi::memcpy_dtoh_async(dst, src.addr, bytes, raw_to_handle(stream.raw)) }
     }
@@ -445,7 +468,7 @@ impl Driver for CudaDriver {
         if bytes == 0 {
             return Ok(());
         }
-        self.bind(stream.device)?;
+        let _bound = self.bind(stream.device)?;
         // SAFETY: the caller's contract.
         unsafe { ffi::memcpy_htod_async(dst.addr, src, bytes, raw_to_handle(stream.raw)) }
     }
@@ -461,14 +484,14 @@ impl Driver for CudaDriver {
         if bytes == 0 {
             return Ok(());
         }
-        self.bind(stream.device)?;
+        let _bound = self.bind(stream.device)?;
         // SAFETY: the caller's contract.
         unsafe { ffi::memset_d8_async(dst.addr, value, bytes, raw_to_handle(stream.raw)) }
     }
 
     fn record_event(&self, event: EventId, stream: StreamId) -> Result<()> {
         self.check_device(event.device)?;
-        self.bind(stream.device)?;
+        let _bound = self.bind(stream.device)?;
         // SAFETY: `EventId`/`StreamId` values stand for live handles of their
         // devices (from `create_*` here or from the caller's own CUDA code);
         // the driver rejects an event and stream of different contexts.
@@ -477,19 +500,19 @@ impl Driver for CudaDriver {
 
     fn stream_wait_event(&self, stream: StreamId, event: EventId) -> Result<()> {
         self.check_device(event.device)?;
-        self.bind(stream.device)?;
+        let _bound = self.bind(stream.device)?;
         // SAFETY: as in `record_event`; waiting on another device's event is allowed.
         unsafe { ffi::stream_wait_event(raw_to_handle(stream.raw), raw_to_handle(event.raw)) }
     }
 
     fn event_done(&self, event: EventId) -> Result<bool> {
-        self.bind(event.device)?;
+        let _bound = self.bind(event.device)?;
         // SAFETY: as in `record_event`.
         unsafe { ffi::event_query(raw_to_handle(event.raw)) }
     }
 
     fn stream_done(&self, stream: StreamId) -> Result<bool> {
-        self.bind(stream.device)?;
+        let _bound = self.bind(stream.device)?;
         // SAFETY: as in `record_event`; raw 0 is the bound context's legacy stream.
         unsafe { ffi::stream_query(raw_to_handle(stream.raw)) }
     }
@@ -499,7 +522,7 @@ impl Driver for CudaDriver {
         if !self.has_pools {
             return Ok(None);
         }
-        self.bind(device)?;
+        let _bound = self.bind(device)?;
         let pool = ffi::device_default_mem_pool(self.states[device].handle)?;
         Ok(Some(PoolId {
             device,
@@ -509,13 +532,13 @@ impl Driver for CudaDriver {
 
     fn event_elapsed_ms(&self, start: EventId, end: EventId) -> Result<f32> {
         self.check_device(end.device)?;
-        self.bind(start.device)?;
+        let _bound = self.bind(start.device)?;
         // SAFETY: as in `record_event`.
         unsafe { ffi::event_elapsed_ms(raw_to_handle(start.raw), raw_to_handle(end.raw)) }
     }
 
     fn synchronize_stream(&self, stream: StreamId) -> Result<()> {
-        self.bind(stream.device)?;
+        let _bound = self.bind(stream.device)?;
         // SAFETY: as in `record_event`; raw 0 is the bound context's legacy stream.
         unsafe { ffi::stream_synchronize(raw_to_handle(stream.raw)) }
     }

@@ -369,12 +369,7 @@ impl Mover {
             dst,
             len,
         });
-        Ok(Completion::queued(
-            plan,
-            done,
-            self.wait_deadline(len),
-            verify,
-        ))
+        Ok(Completion::queued(plan, done, self.wait_deadline(len), verify).after(start))
     }
 
     /// Copies many ranges at once and returns when all are there. Peer
@@ -489,11 +484,14 @@ impl Mover {
             let bytes: usize = copies.iter().map(|c| c.bytes).sum();
             // SAFETY: forwarded caller contract.
             let done = unsafe { raw::peer_batch(&cx, *from, copies)? };
+            // Recorded before anything else can fail, so that a failure
+            // still waits for this copy (`wait_quietly`).
+            batch.events.push((done.clone(), self.wait_deadline(bytes)));
             if let Some(stream) = order.dst_stream {
                 self.driver.stream_wait_event(stream, done.id())?;
             }
-            batch.events.push((done, self.wait_deadline(bytes)));
         }
+        batch.after.extend(start);
         batch.verify = verify;
         Ok(())
     }

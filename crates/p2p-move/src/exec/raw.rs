@@ -137,7 +137,6 @@ pub(crate) unsafe fn staged(
     let chunk_len = chunks.iter().map(|c| c.len).max().unwrap_or(0);
     let slots = cx.staging.acquire(depth, chunk_len)?;
     let result = (|| {
-        let mut downloaded: Vec<Option<PooledEvent>> = (0..depth).map(|_| None).collect();
         let mut uploaded: Vec<Option<PooledEvent>> = (0..depth).map(|_| None).collect();
         for (i, chunk) in chunks.iter().enumerate() {
             let slot = i % depth;
@@ -152,8 +151,9 @@ pub(crate) unsafe fn staged(
                     .copy_dtoh_async(host, src.offset(chunk.offset), chunk.len, out)?
             };
             let down = cx.mark(src.device, out)?;
+            // A stream wait captures the recording current now: the event
+            // can go back to the pool at once.
             cx.driver.stream_wait_event(inb, down.id())?;
-            downloaded[slot] = Some(down);
             // SAFETY: as above; the caller keeps `dst` valid.
             unsafe {
                 cx.driver

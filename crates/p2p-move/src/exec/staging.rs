@@ -14,7 +14,10 @@ use p2p_core::{Driver, Result};
 
 use super::events::PooledEvent;
 
-/// Pinned buffers of one size.
+/// The smallest buffer the pool pins.
+const MIN_CLASS: usize = 64 << 10;
+
+/// Pinned buffers for staging, in size classes.
 #[derive(Debug)]
 pub(crate) struct StagingPool {
     driver: Arc<dyn Driver>,
@@ -42,6 +45,12 @@ impl StagingPool {
 
     /// `count` buffers of at least `len` bytes each.
     pub(crate) fn acquire(&self, count: usize, len: usize) -> Result<Vec<PinnedBuffer>> {
+        // Sizes in classes (powers of two from 64 KiB), so that moves of
+        // varied sizes reuse buffers instead of freeing and pinning anew.
+        let len = len
+            .max(MIN_CLASS)
+            .checked_next_power_of_two()
+            .unwrap_or(len);
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::with_capacity(count);
         loop {

@@ -30,6 +30,9 @@ pub struct Completion {
     pub(crate) done: Option<PooledEvent>,
     pub(crate) deadline: Duration,
     verify: Option<VerifyRequest>,
+    /// The caller's work the move waits for: the deadline counts from
+    /// there, since a long kernel queued before the move is not a hang.
+    after: Vec<PooledEvent>,
 }
 
 impl Completion {
@@ -39,6 +42,7 @@ impl Completion {
             done: None,
             deadline: Duration::ZERO,
             verify: None,
+            after: Vec::new(),
         }
     }
 
@@ -53,7 +57,22 @@ impl Completion {
             done,
             deadline,
             verify,
+            after: Vec::new(),
         }
+    }
+
+    /// Marks the caller's work the move is queued behind.
+    pub(crate) fn after(mut self, start: Vec<PooledEvent>) -> Completion {
+        self.after = start;
+        self
+    }
+
+    /// Waits, with no deadline, for the caller's work queued before the move.
+    fn wait_for_callers_work(&self) -> Result<()> {
+        for event in &self.after {
+            event.wait(Duration::MAX)?;
+        }
+        Ok(())
     }
 
     /// The plan the move follows.
@@ -73,6 +92,7 @@ impl Completion {
     /// writing into memory that has been freed; the unsafe raw API returns
     /// the timeout instead, for callers that can leak their buffers).
     pub(crate) fn wait_holding_borrows(self) -> Result<Plan> {
+        self.wait_for_callers_work()?;
         if let Some(done) = &self.done {
             hold_until_done(self.deadline, |deadline| done.wait(deadline))?;
         }
@@ -85,6 +105,7 @@ impl Completion {
     /// Blocks until the move is done (a [`p2p_core::Error::Timeout`] if it
     /// hangs), then verifies it when the mover was asked to.
     pub fn wait(self) -> Result<Plan> {
+        self.wait_for_callers_work()?;
         if let Some(done) = &self.done {
             done.wait(self.deadline)?;
         }
@@ -106,6 +127,8 @@ pub struct BatchCompletion {
     /// Batched peer copies, one event per source device.
     pub(crate) events: Vec<(PooledEvent, Duration)>,
     pub(crate) verify: Vec<VerifyRequest>,
+    /// The caller's work the batched copies wait for (see [`Completion`]).
+    pub(crate) after: Vec<PooledEvent>,
 }
 
 impl BatchCompletion {
@@ -121,6 +144,9 @@ impl BatchCompletion {
 
     /// Blocks until every copy is done; verifies in verify mode.
     pub fn wait(self) -> Result<Vec<Plan>> {
+        for event in &self.after {
+            event.wait(Duration::MAX)?;
+        }
         let mut first_error = None;
         for (event, deadline) in &self.events {
             if let Err(err) = event.wait(*deadline) {
@@ -144,6 +170,9 @@ impl BatchCompletion {
     /// Like [`BatchCompletion::wait`], for the safe API: never returns while
     /// a copy may still touch borrowed memory.
     pub(crate) fn wait_holding_borrows(self) -> Result<Vec<Plan>> {
+        for event in &self.after {
+            event.wait(Duration::MAX)?;
+        }
         for (event, deadline) in &self.events {
             hold_until_done(*deadline, |d| event.wait(d))?;
         }
