@@ -114,8 +114,17 @@ pub(crate) unsafe fn peer_batch(
     let stream = cx.res.outbound(from)?;
     cx.wait_start(stream)?;
     // SAFETY: the caller keeps every range valid until the returned event fires.
-    unsafe { cx.driver.copy_batch_async(copies, stream)? };
-    cx.mark(from, stream)
+    let queued = unsafe { cx.driver.copy_batch_async(copies, stream) };
+    // Marked even after a failure: part of the batch may be queued, and it
+    // must be over before the caller may touch the memory again.
+    let done = cx.mark(from, stream)?;
+    match queued {
+        Ok(()) => Ok(done),
+        Err(err) => {
+            let _ = hold_until_done(cx.deadline, |d| done.wait(d));
+            Err(err)
+        }
+    }
 }
 
 /// Device to device through pinned host memory: D2H on the source's stream,
