@@ -1,4 +1,4 @@
-//! Source checks that run with plain `cargo test`: module docs, no debugging leftovers, reasons on `#[ignore]`, `unsafe` kept in its place.
+//! Source checks that run with plain `cargo test`: module docs, no debugging leftovers, reasons on ignored tests, `unsafe` kept in its place.
 //!
 //! Modelled on rust-analyzer's `xtask/src/tidy.rs`. Each check reads every
 //! `.rs` file under [`CHECKED_DIRS`] and reports all violations as `path:line`.
@@ -371,10 +371,11 @@ mod lexer_tests {
 
     #[test]
     fn strips_comments_and_literals() {
-        assert_eq!(code("let x = 1; // dbg!(x)"), ["let x = 1; "]);
+        // Built with concat! so that text searches for leftovers skip this file.
+        assert_eq!(code(concat!("let x = 1; // db", "g!(x)")), ["let x = 1; "]);
         assert_eq!(code(r#"let s = "unsafe { }";"#), [r#"let s = "";"#]);
         assert_eq!(
-            code(r###"let s = r#"todo!()"#; f()"###),
+            code(concat!(r###"let s = r#"to"###, r###"do!()"#; f()"###)),
             [r#"let s = ""; f()"#]
         );
         assert_eq!(code(r#"let c = '"'; g("x")"#), [r#"let c = ''; g("")"#]);
@@ -384,7 +385,7 @@ mod lexer_tests {
         );
         assert_eq!(code("a /* unsafe\n { */ b"), ["a ", " b"]);
         assert_eq!(
-            code("let s = \"one\ntodo!() two\"; c"),
+            code(concat!("let s = \"one\nto", "do!() two\"; c")),
             ["let s = \"", "\"; c"]
         );
         assert_eq!(code(r#"let b = br"unsafe"; rx"#), [r#"let b = b""; rx"#]);
@@ -394,7 +395,7 @@ mod lexer_tests {
     fn finds_whole_words() {
         assert_eq!(find_word("unsafe { x }", "unsafe").count(), 1);
         assert_eq!(find_word("unsafe_op_in_unsafe_fn", "unsafe").count(), 0);
-        assert_eq!(find_word("my_dbg!(x)", "dbg").count(), 0);
+        assert_eq!(find_word(concat!("my_db", "g!(x)"), "dbg").count(), 0);
     }
 
     #[test]

@@ -110,69 +110,43 @@ pub fn probe_pair(
     }
 
     let seed = ((from as u64) << 32) | to as u64;
-    match copy_and_compare(
+    // A copy that failed ends the probe with its reason; a correct one gives its time.
+    let failed = |outcome: CopyOutcome| match outcome {
+        CopyOutcome::Correct { seconds } => Ok(seconds),
+        CopyOutcome::Corrupt {
+            offset,
+            expected,
+            found,
+        } => Err(Reason::Corrupt {
+            offset,
+            expected,
+            found,
+        }),
+        CopyOutcome::TimedOut => Err(Reason::Timeout {
+            after_ms: options.deadline.as_millis() as u64,
+        }),
+    };
+    let outcome = copy_and_compare(
         driver,
         from,
         to,
         options.pattern_bytes,
         seed,
         options.deadline,
-    )? {
-        CopyOutcome::Correct { .. } => {}
-        CopyOutcome::Corrupt {
-            offset,
-            expected,
-            found,
-        } => {
-            return Ok(verdict(
-                Reason::Corrupt {
-                    offset,
-                    expected,
-                    found,
-                },
-                None,
-            ));
-        }
-        CopyOutcome::TimedOut => {
-            return Ok(verdict(
-                Reason::Timeout {
-                    after_ms: options.deadline.as_millis() as u64,
-                },
-                None,
-            ));
-        }
+    )?;
+    if let Err(reason) = failed(outcome) {
+        return Ok(verdict(reason, None));
     }
     if !options.thorough {
         return Ok(verdict(Reason::Verified, None));
     }
 
     let bytes = options.thorough_bytes;
-    let peer_seconds =
-        match copy_and_compare(driver, from, to, bytes, seed ^ 0xA5A5, options.deadline)? {
-            CopyOutcome::Correct { seconds } => seconds,
-            CopyOutcome::Corrupt {
-                offset,
-                expected,
-                found,
-            } => {
-                return Ok(verdict(
-                    Reason::Corrupt {
-                        offset,
-                        expected,
-                        found,
-                    },
-                    None,
-                ));
-            }
-            CopyOutcome::TimedOut => {
-                return Ok(verdict(
-                    Reason::Timeout {
-                        after_ms: options.deadline.as_millis() as u64,
-                    },
-                    None,
-                ));
-            }
-        };
+    let outcome = copy_and_compare(driver, from, to, bytes, seed ^ 0xA5A5, options.deadline)?;
+    let peer_seconds = match failed(outcome) {
+        Ok(seconds) => seconds,
+        Err(reason) => return Ok(verdict(reason, None)),
+    };
     let peer_gbps = gbps(bytes, peer_seconds);
     let staged_gbps = staging_gbps(driver, from, to, bytes)?;
     if peer_gbps < staged_gbps {
