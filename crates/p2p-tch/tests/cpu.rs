@@ -3,29 +3,11 @@
 //! They also run on GPU machines (the GPU bundle builds every test binary of
 //! the package), so what they expect depends on how many GPUs PyTorch sees.
 
-use p2p_tch::{safe_move, safe_move_non_blocking, Error, Movable, SafeTo, TchMover};
-use tch::{Device, Kind, Tensor};
+mod support;
 
-/// Every element type tch names, quantized ones apart.
-const PLAIN_KINDS: [Kind; 17] = [
-    Kind::Uint8,
-    Kind::Int8,
-    Kind::Int16,
-    Kind::Int,
-    Kind::Int64,
-    Kind::Half,
-    Kind::Float,
-    Kind::Double,
-    Kind::ComplexHalf,
-    Kind::ComplexFloat,
-    Kind::ComplexDouble,
-    Kind::Bool,
-    Kind::BFloat16,
-    Kind::Float8e5m2,
-    Kind::Float8e4m3fn,
-    Kind::Float8e5m2fnuz,
-    Kind::Float8e4m3fnuz,
-];
+use p2p_tch::{safe_move, safe_move_non_blocking, Error, Movable, SafeTo, TchMover};
+use support::PLAIN_KINDS;
+use tch::{Device, Kind, Tensor};
 
 fn gpus() -> usize {
     p2p_tch::init().ok();

@@ -93,6 +93,18 @@ impl Drop for EventLease {
     }
 }
 
+/// Frees buffers parked behind events once their copies are done; the
+/// buffers of a copy that does not finish within a minute are leaked, since
+/// the device may still write them. For pools being dropped.
+pub(crate) fn release_parked<B>(parked: Vec<(Vec<B>, PooledEvent)>, what: &str) {
+    for (buffers, event) in parked {
+        if let Err(err) = event.wait(Duration::from_secs(60)) {
+            tracing::warn!("a {what} did not finish ({err}); leaking its buffers");
+            std::mem::forget(buffers);
+        }
+    }
+}
+
 /// Per device: a pool of events and two copy streams, made on first use.
 #[derive(Debug)]
 pub(crate) struct DeviceResources {

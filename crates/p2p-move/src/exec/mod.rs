@@ -273,13 +273,7 @@ impl Mover {
             return Ok(Completion::ready(plan));
         }
         let start = self.start_events(order)?;
-        let cx = RouteContext {
-            driver: &self.driver,
-            res: &self.res,
-            staging: &self.staging,
-            start: &start,
-            deadline: self.wait_deadline(len),
-        };
+        let cx = self.route_context(&start, len);
         let depth = plan.pipeline_depth.unwrap_or(1);
         let done = match (src, dst, plan.route) {
             (RawBytes::Device(s), RawBytes::Device(d), Route::Peer) => {
@@ -473,13 +467,7 @@ impl Mover {
             return Ok(());
         }
         let start = self.start_events(order)?;
-        let cx = RouteContext {
-            driver: &self.driver,
-            res: &self.res,
-            staging: &self.staging,
-            start: &start,
-            deadline: self.wait_deadline(0),
-        };
+        let cx = self.route_context(&start, 0);
         for (from, copies) in &peer_groups {
             let bytes: usize = copies.iter().map(|c| c.bytes).sum();
             // SAFETY: forwarded caller contract.
@@ -513,13 +501,7 @@ impl Mover {
         match (src, dst) {
             (RawBytes::Device(s), RawBytes::Device(d)) => {
                 let start = self.start_events(order)?;
-                let cx = RouteContext {
-                    driver: &self.driver,
-                    res: &self.res,
-                    staging: &self.staging,
-                    start: &start,
-                    deadline: self.wait_deadline(len),
-                };
+                let cx = self.route_context(&start, len);
                 // SAFETY: forwarded caller contract.
                 let done = unsafe { raw::peer(&cx, d, s, len)? };
                 if let Some(stream) = order.dst_stream {
@@ -539,6 +521,17 @@ impl Mover {
             _ => Err(Error::Internal(
                 "no-op plan between different locations".into(),
             )),
+        }
+    }
+
+    /// What the route functions share, for a move of `len` bytes queued after `start`.
+    fn route_context<'a>(&'a self, start: &'a [PooledEvent], len: usize) -> RouteContext<'a> {
+        RouteContext {
+            driver: &self.driver,
+            res: &self.res,
+            staging: &self.staging,
+            start,
+            deadline: self.wait_deadline(len),
         }
     }
 

@@ -6,12 +6,11 @@
 //! that use and come back once it has fired.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use p2p_core::memory::DeviceBuffer;
 use p2p_core::{AllocKind, Driver, Result};
 
-use super::events::PooledEvent;
+use super::events::{release_parked, PooledEvent};
 
 /// Free buffers kept per device, beyond which returned buffers are freed.
 const KEEP_PER_DEVICE: usize = 8;
@@ -104,12 +103,8 @@ impl ScratchState {
 
 impl Drop for ScratchPool {
     fn drop(&mut self) {
+        // Parked buffers may still be used by queued copies.
         let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
-        for (buffers, event) in state.parked.drain(..) {
-            if let Err(err) = event.wait(Duration::from_secs(60)) {
-                tracing::warn!("a via copy did not finish ({err}); leaking its scratch buffers");
-                std::mem::forget(buffers);
-            }
-        }
+        release_parked(std::mem::take(&mut state.parked), "via copy");
     }
 }

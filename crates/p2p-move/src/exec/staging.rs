@@ -12,7 +12,7 @@ use std::time::Duration;
 use p2p_core::memory::PinnedBuffer;
 use p2p_core::{Driver, Result};
 
-use super::events::PooledEvent;
+use super::events::{release_parked, PooledEvent};
 
 /// The smallest buffer the pool pins.
 const MIN_CLASS: usize = 64 << 10;
@@ -153,14 +153,8 @@ impl PoolState {
 
 impl Drop for StagingPool {
     fn drop(&mut self) {
-        // Parked buffers may still be read or written by queued copies: wait
-        // for them, and leak the ones whose copies never finish.
+        // Parked buffers may still be used by queued copies.
         let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
-        for (buffers, event) in state.parked.drain(..) {
-            if let Err(err) = event.wait(Duration::from_secs(60)) {
-                tracing::warn!("a staged copy did not finish ({err}); leaking its pinned buffers");
-                std::mem::forget(buffers);
-            }
-        }
+        release_parked(std::mem::take(&mut state.parked), "staged copy");
     }
 }

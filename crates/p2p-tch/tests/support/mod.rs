@@ -1,4 +1,4 @@
-//! Helpers shared by the GPU test binaries: the two-GPU requirement, patterned tensors, byte-for-byte comparison.
+//! Helpers shared by the test binaries (the CPU ones use the dtype list): the two-GPU requirement, patterned tensors, byte-for-byte comparison.
 
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
