@@ -23,15 +23,15 @@ pub enum Backend {
 
 /// An address in one device's memory. `addr` is a `CUdeviceptr` on CUDA.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct DevicePtr {
+pub struct DeviceAddr {
     pub device: usize,
     pub addr: u64,
 }
 
-impl DevicePtr {
+impl DeviceAddr {
     /// The address `bytes` further on, on the same device.
-    pub fn offset(self, bytes: usize) -> DevicePtr {
-        DevicePtr {
+    pub fn offset(self, bytes: usize) -> DeviceAddr {
+        DeviceAddr {
             device: self.device,
             addr: self.addr + bytes as u64,
         }
@@ -59,11 +59,21 @@ pub struct PoolId {
     pub raw: u64,
 }
 
+/// A range of memory a safe API borrowed from its caller (see
+/// [`Driver::borrows_released`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MemRange {
+    /// `len` bytes of device memory from `addr`.
+    Device { addr: DeviceAddr, len: usize },
+    /// `len` bytes of host memory (pinned or pageable) from address `addr`.
+    Host { addr: usize, len: usize },
+}
+
 /// One device-to-device copy of a batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CopyDesc {
-    pub dst: DevicePtr,
-    pub src: DevicePtr,
+    pub dst: DeviceAddr,
+    pub src: DeviceAddr,
     pub bytes: usize,
 }
 
@@ -114,15 +124,21 @@ pub trait Driver: Send + Sync + fmt::Debug {
     /// (`cuCtxEnablePeerAccess` in `accessor`'s context). Already enabled is success.
     fn enable_peer_access(&self, accessor: usize, owner: usize) -> Result<()>;
 
+    /// Stops `accessor` reaching memory allocated on `owner`
+    /// (`cuCtxDisablePeerAccess` in `accessor`'s context), so that copies
+    /// between them are staged by the driver instead of taking a direct path
+    /// found broken. Not enabled is success.
+    fn disable_peer_access(&self, accessor: usize, owner: usize) -> Result<()>;
+
     /// Allocates `bytes` (may be 0) on `device`.
-    fn alloc_device(&self, device: usize, bytes: usize, kind: AllocKind) -> Result<DevicePtr>;
+    fn alloc_device(&self, device: usize, bytes: usize, kind: AllocKind) -> Result<DeviceAddr>;
 
     /// Frees memory from [`Driver::alloc_device`].
     ///
     /// # Safety
     /// `ptr` came from `alloc_device` of this driver, is freed once, and no
     /// queued work still uses it.
-    unsafe fn free_device(&self, ptr: DevicePtr) -> Result<()>;
+    unsafe fn free_device(&self, ptr: DeviceAddr) -> Result<()>;
 
     /// Allocates `bytes` of page-locked host memory, reachable by DMA from every device.
     fn alloc_pinned(&self, bytes: usize) -> Result<*mut u8>;
@@ -135,7 +151,7 @@ pub trait Driver: Send + Sync + fmt::Debug {
     unsafe fn free_pinned(&self, ptr: *mut u8) -> Result<()>;
 
     /// The pool that owns `ptr`, or `None` for memory not from a stream-ordered pool.
-    fn pool_of(&self, ptr: DevicePtr) -> Result<Option<PoolId>>;
+    fn pool_of(&self, ptr: DeviceAddr) -> Result<Option<PoolId>>;
 
     /// The device's default stream-ordered pool (where `cuMemAllocAsync`,
     /// `cudarc` and PyTorch's `cudaMallocAsync` backend allocate), or `None`
@@ -155,8 +171,12 @@ pub trait Driver: Send + Sync + fmt::Debug {
     /// `stream` came from `create_stream` of this driver and is destroyed once.
     unsafe fn destroy_stream(&self, stream: StreamId) -> Result<()>;
 
-    /// A new event on `device`, with timing enabled.
+    /// A new event on `device` for ordering only (`CU_EVENT_DISABLE_TIMING`:
+    /// cheaper to record and to wait on). [`Driver::event_elapsed_ms`] refuses it.
     fn create_event(&self, device: usize) -> Result<EventId>;
+
+    /// A new event on `device` with timing enabled, for [`Driver::event_elapsed_ms`].
+    fn create_timing_event(&self, device: usize) -> Result<EventId>;
 
     /// # Safety
     /// `event` came from `create_event` of this driver and is destroyed once.
@@ -169,8 +189,8 @@ pub trait Driver: Send + Sync + fmt::Debug {
     /// Both ranges are live allocations of at least `bytes` until the copy is done.
     unsafe fn copy_peer_async(
         &self,
-        dst: DevicePtr,
-        src: DevicePtr,
+        dst: DeviceAddr,
+        src: DeviceAddr,
         bytes: usize,
         stream: StreamId,
     ) -> Result<()>;
@@ -196,7 +216,7 @@ pub trait Driver: Send + Sync + fmt::Debug {
     unsafe fn copy_dtoh_async(
         &self,
         dst: *mut u8,
-        src: DevicePtr,
+        src: DeviceAddr,
         bytes: usize,
         stream: StreamId,
     ) -> Result<()>;
@@ -207,7 +227,7 @@ pub trait Driver: Send + Sync + fmt::Debug {
     /// `src` is valid for `bytes` reads and `dst` for `bytes` writes until the copy is done.
     unsafe fn copy_htod_async(
         &self,
-        dst: DevicePtr,
+        dst: DeviceAddr,
         src: *const u8,
         bytes: usize,
         stream: StreamId,
@@ -219,7 +239,7 @@ pub trait Driver: Send + Sync + fmt::Debug {
     /// `dst` is a live allocation of at least `bytes`.
     unsafe fn memset_async(
         &self,
-        dst: DevicePtr,
+        dst: DeviceAddr,
         value: u8,
         bytes: usize,
         stream: StreamId,
@@ -234,7 +254,8 @@ pub trait Driver: Send + Sync + fmt::Debug {
     /// Whether the work before `event` has finished.
     fn event_done(&self, event: EventId) -> Result<bool>;
 
-    /// Milliseconds between two completed events.
+    /// Milliseconds between two completed events, both from
+    /// [`Driver::create_timing_event`].
     fn event_elapsed_ms(&self, start: EventId, end: EventId) -> Result<f32>;
 
     /// Blocks until everything queued on `stream` has finished (no deadline).
@@ -251,6 +272,14 @@ pub trait Driver: Send + Sync + fmt::Debug {
         // recorded event may be destroyed before it completes.
         unsafe { self.destroy_event(event)? };
         done
+    }
+
+    /// Told by a safe API as it returns that the caller may touch `ranges`
+    /// again. The CUDA backend does nothing; the simulated backend reports
+    /// every queued operation that still touches one of them (a move that
+    /// returned while its copies still run), beside its race reports.
+    fn borrows_released(&self, ranges: &[MemRange]) {
+        let _ = ranges;
     }
 
     /// Blocks until `event` is done or `deadline` has passed.

@@ -26,7 +26,8 @@ pub use config::{CacheSetting, Config, DisabledPairs};
 pub use cuda::CudaDriver;
 pub use device::{DeviceInfo, PeerClaim};
 pub use driver::{
-    poll_until, AllocKind, Backend, CopyDesc, DevicePtr, Driver, EventId, PoolId, StreamId,
+    poll_until, AllocKind, Backend, CopyDesc, DeviceAddr, Driver, EventId, MemRange, PoolId,
+    StreamId,
 };
 pub use error::{Error, Result};
 pub use location::{Location, ParseLocationError};

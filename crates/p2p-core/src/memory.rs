@@ -3,12 +3,12 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::{AllocKind, DevicePtr, Driver, Error, EventId, Result, StreamId};
+use crate::{AllocKind, DeviceAddr, Driver, Error, EventId, Result, StreamId};
 
 /// Device memory owned by this value.
 pub struct DeviceBuffer {
     driver: Arc<dyn Driver>,
-    ptr: DevicePtr,
+    ptr: DeviceAddr,
     len: usize,
 }
 
@@ -29,7 +29,7 @@ impl DeviceBuffer {
         })
     }
 
-    pub fn ptr(&self) -> DevicePtr {
+    pub fn ptr(&self) -> DeviceAddr {
         self.ptr
     }
 
@@ -81,7 +81,7 @@ impl DeviceBuffer {
 
     /// Gives up ownership without freeing: for memory that a hung copy may
     /// still write to, where freeing would let the driver reuse it under the copy.
-    pub fn leak(self) -> DevicePtr {
+    pub fn leak(self) -> DeviceAddr {
         let ptr = self.ptr;
         std::mem::forget(self);
         ptr
@@ -236,9 +236,20 @@ pub struct Event {
 }
 
 impl Event {
+    /// An event for ordering only (no timing).
     pub fn new(driver: &Arc<dyn Driver>, device: usize) -> Result<Self> {
         driver.check_device(device)?;
         let id = driver.create_event(device)?;
+        Ok(Event {
+            driver: driver.clone(),
+            id,
+        })
+    }
+
+    /// An event whose time can be read ([`Driver::event_elapsed_ms`]).
+    pub fn with_timing(driver: &Arc<dyn Driver>, device: usize) -> Result<Self> {
+        driver.check_device(device)?;
+        let id = driver.create_timing_event(device)?;
         Ok(Event {
             driver: driver.clone(),
             id,

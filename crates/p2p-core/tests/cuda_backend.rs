@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use p2p_core::memory::{DeviceBuffer, Event, PinnedBuffer, Stream};
-use p2p_core::{AllocKind, CopyDesc, CudaDriver, DevicePtr, Driver, Error, StreamId};
+use p2p_core::{AllocKind, CopyDesc, CudaDriver, DeviceAddr, Driver, Error, StreamId};
 
 const KINDS: [AllocKind; 2] = [AllocKind::Plain, AllocKind::Pool];
 
@@ -241,8 +241,8 @@ fn events_order_streams_and_time_work() {
     let buffer = DeviceBuffer::new(&driver, device, len, AllocKind::Plain).unwrap();
     let first = Stream::new(&driver, device).unwrap();
     let second = Stream::new(&driver, device).unwrap();
-    let start = Event::new(&driver, device).unwrap();
-    let end = Event::new(&driver, device).unwrap();
+    let start = Event::with_timing(&driver, device).unwrap();
+    let end = Event::with_timing(&driver, device).unwrap();
 
     start.record(&first).unwrap();
     for value in 0..8u8 {
@@ -356,7 +356,7 @@ fn invalid_ordinals_are_rejected_before_the_driver() {
         driver.enable_peer_access(count, 0),
         Err(Error::InvalidDevice { .. })
     ));
-    let bogus = DevicePtr {
+    let bogus = DeviceAddr {
         device: count,
         addr: 0x1000,
     };

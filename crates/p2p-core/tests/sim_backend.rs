@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use p2p_core::memory::{DeviceBuffer, PinnedBuffer, Stream};
 use p2p_core::sim::{Fault, SimDriver, CORRUPT_FIRST_OFFSET};
-use p2p_core::{AllocKind, Backend, DevicePtr, Driver, Error, EventId, PoolId, StreamId};
+use p2p_core::{AllocKind, Backend, DeviceAddr, Driver, Error, EventId, PoolId, StreamId};
 
 use sim_support::*;
 
@@ -139,7 +139,7 @@ fn bad_ranges_are_rejected_like_cuda_would() {
         "CUDA_ERROR_INVALID_VALUE"
     ));
     // The right address with the wrong device ordinal.
-    let wrong = DevicePtr {
+    let wrong = DeviceAddr {
         device: 1,
         addr: a.addr,
     };
@@ -232,7 +232,7 @@ fn invalid_devices_are_rejected_everywhere() {
         )
     };
     let ok = driver.alloc_device(0, 16, AllocKind::Plain).unwrap();
-    let bad_ptr = DevicePtr {
+    let bad_ptr = DeviceAddr {
         device: 5,
         addr: ok.addr,
     };
@@ -437,8 +437,8 @@ fn a_hang_never_finishes_and_spreads_through_events() {
     let src = upload(&driver, 1, &pattern(4096, 3), AllocKind::Plain);
     let dst = upload(&driver, 2, &[0xee; 4096], AllocKind::Plain);
     let stream = driver.create_stream(2).unwrap();
-    let before = driver.create_event(2).unwrap();
-    let after = driver.create_event(2).unwrap();
+    let before = driver.create_timing_event(2).unwrap();
+    let after = driver.create_timing_event(2).unwrap();
     driver.record_event(before, stream).unwrap();
     peer_copy(&driver, dst, src, 4096, stream).unwrap();
     driver.record_event(after, stream).unwrap();

@@ -3,14 +3,14 @@
 mod sim_support;
 
 use p2p_core::sim::SimDriver;
-use p2p_core::{AllocKind, DevicePtr, Driver, PoolId, StreamId};
+use p2p_core::{AllocKind, DeviceAddr, Driver, PoolId, StreamId};
 use sim_support::*;
 
 /// Virtual milliseconds that `work` takes on a fresh stream of `device`.
 fn timed(driver: &SimDriver, device: usize, work: impl FnOnce(StreamId)) -> f32 {
     let stream = driver.create_stream(device).unwrap();
-    let start = driver.create_event(device).unwrap();
-    let end = driver.create_event(device).unwrap();
+    let start = driver.create_timing_event(device).unwrap();
+    let end = driver.create_timing_event(device).unwrap();
     driver.record_event(start, stream).unwrap();
     work(stream);
     driver.record_event(end, stream).unwrap();
@@ -73,9 +73,9 @@ fn events_order_streams_in_virtual_time() {
     let host = driver.alloc_pinned(bytes).unwrap();
     let s1 = driver.create_stream(0).unwrap();
     let s2 = driver.create_stream(0).unwrap();
-    let start = driver.create_event(0).unwrap();
-    let middle = driver.create_event(0).unwrap();
-    let end = driver.create_event(0).unwrap();
+    let start = driver.create_timing_event(0).unwrap();
+    let middle = driver.create_timing_event(0).unwrap();
+    let end = driver.create_timing_event(0).unwrap();
     let copy = 0.108;
 
     // Chained by an event: the second copy starts when the first ends.
@@ -136,7 +136,7 @@ fn pool_memory_needs_a_grant_for_full_peer_speed() {
     let pool = driver.pool_of(pooled.offset(1000)).unwrap().unwrap();
     assert_eq!(pool, PoolId { device: 0, raw: 1 });
     assert!(is_cuda_error(
-        driver.pool_of(DevicePtr { device: 0, addr: 8 }),
+        driver.pool_of(DeviceAddr { device: 0, addr: 8 }),
         "CUDA_ERROR_INVALID_VALUE"
     ));
     driver.enable_peer_access(1, 0).unwrap();

@@ -52,7 +52,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_LAZY};
-use p2p_core::{DevicePtr, Driver, EventId, StreamId};
+use p2p_core::{DeviceAddr, Driver, EventId, StreamId};
 use p2p_move::{BatchCompletion, Completion, Mover, Plan, RawBytes, StreamOrder};
 use tch::{Device, Tensor};
 
@@ -210,7 +210,7 @@ impl TensorCopy<'_> {
 fn raw_bytes(tensor: &Tensor, device: Device) -> RawBytes {
     let ptr = tensor.data_ptr();
     match device {
-        Device::Cuda(device) => RawBytes::Device(DevicePtr {
+        Device::Cuda(device) => RawBytes::Device(DeviceAddr {
             device,
             addr: ptr as usize as u64,
         }),

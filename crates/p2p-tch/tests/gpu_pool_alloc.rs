@@ -12,7 +12,7 @@ mod support;
 
 use std::time::Instant;
 
-use p2p_core::DevicePtr;
+use p2p_core::DeviceAddr;
 use p2p_tch::{Mode, Route, TchMover};
 use support::{assert_same, in_child_with_env, pattern, staged_mover, two_gpus, CUDA0, CUDA1};
 use tch::{Device, Kind, Tensor};
@@ -32,7 +32,7 @@ fn moves_with_the_cuda_malloc_async_backend_are_right_and_fast() {
     for device in [0usize, 1] {
         let t = Tensor::zeros([1 << 20], (Kind::Uint8, Device::Cuda(device)));
         let pool = driver
-            .pool_of(DevicePtr {
+            .pool_of(DeviceAddr {
                 device,
                 addr: t.data_ptr() as usize as u64,
             })

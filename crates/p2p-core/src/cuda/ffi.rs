@@ -280,6 +280,19 @@ pub(super) unsafe fn ctx_enable_peer_access(peer: CUcontext) -> Result<()> {
     }
 }
 
+/// `cuCtxDisablePeerAccess(peer)` from the thread's current context.
+/// `CUDA_ERROR_PEER_ACCESS_NOT_ENABLED` is success: the goal is reached.
+///
+/// # Safety
+/// `peer` is a live context and a context is current on this thread.
+pub(super) unsafe fn ctx_disable_peer_access(peer: CUcontext) -> Result<()> {
+    // SAFETY: the caller promises both contexts are live.
+    match unsafe { sys::cuCtxDisablePeerAccess(peer) } {
+        CUresult::CUDA_SUCCESS | CUresult::CUDA_ERROR_PEER_ACCESS_NOT_ENABLED => Ok(()),
+        failed => Err(cuda_error("cuCtxDisablePeerAccess", failed)),
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Memory (https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__MEM.html,
 // https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__MALLOC__ASYNC.html,
@@ -594,12 +607,18 @@ pub(super) unsafe fn stream_wait_event(stream: CUstream, event: CUevent) -> Resu
     })
 }
 
-/// `cuEventCreate(CU_EVENT_DEFAULT)` in the current context: timing enabled.
-pub(super) fn event_create() -> Result<CUevent> {
+/// `cuEventCreate` in the current context: `CU_EVENT_DISABLE_TIMING`
+/// unless `timing` (recording and waiting are cheaper without timing).
+pub(super) fn event_create(timing: bool) -> Result<CUevent> {
     let mut event: CUevent = ptr::null_mut();
+    let flags = if timing {
+        sys::CUevent_flags::CU_EVENT_DEFAULT
+    } else {
+        sys::CUevent_flags::CU_EVENT_DISABLE_TIMING
+    };
     // SAFETY: the out-pointer is a live local.
     check("cuEventCreate", unsafe {
-        sys::cuEventCreate(&mut event, sys::CUevent_flags::CU_EVENT_DEFAULT as u32)
+        sys::cuEventCreate(&mut event, flags as u32)
     })?;
     Ok(event)
 }

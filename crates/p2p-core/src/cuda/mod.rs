@@ -41,8 +41,8 @@ use std::sync::OnceLock;
 use ffi::{CUcontext, CUdevice, CUdevice_P2PAttribute, CUresult, CUstream};
 
 use crate::{
-    AllocKind, Backend, CopyDesc, DeviceInfo, DevicePtr, Driver, Error, EventId, PeerClaim, PoolId,
-    Result, StreamId,
+    AllocKind, Backend, CopyDesc, DeviceAddr, DeviceInfo, Driver, Error, EventId, PeerClaim,
+    PoolId, Result, StreamId,
 };
 
 /// Real GPUs through the CUDA driver API. See the module docs for the decisions.
@@ -267,7 +267,19 @@ impl Driver for CudaDriver {
         unsafe { ffi::ctx_enable_peer_access(owner_context) }
     }
 
-    fn alloc_device(&self, device: usize, bytes: usize, kind: AllocKind) -> Result<DevicePtr> {
+    fn disable_peer_access(&self, accessor: usize, owner: usize) -> Result<()> {
+        self.check_device(accessor)?;
+        self.check_device(owner)?;
+        if accessor == owner {
+            return Ok(());
+        }
+        let owner_context = self.context(owner)?;
+        let _bound = self.bind(accessor)?;
+        // SAFETY: both primary contexts are retained by us; the accessor's is current.
+        unsafe { ffi::ctx_disable_peer_access(owner_context) }
+    }
+
+    fn alloc_device(&self, device: usize, bytes: usize, kind: AllocKind) -> Result<DeviceAddr> {
         let _bound = self.bind(device)?;
         let size = bytes.max(1);
         let addr = match kind {
@@ -284,10 +296,10 @@ impl Driver for CudaDriver {
                 err
             }
         })?;
-        Ok(DevicePtr { device, addr })
+        Ok(DeviceAddr { device, addr })
     }
 
-    unsafe fn free_device(&self, ptr: DevicePtr) -> Result<()> {
+    unsafe fn free_device(&self, ptr: DeviceAddr) -> Result<()> {
         let _bound = self.bind(ptr.device)?;
         // SAFETY: the caller's contract: from our `alloc_device`, freed once, unused.
         unsafe { ffi::mem_free(ptr.addr) }
@@ -313,7 +325,7 @@ impl Driver for CudaDriver {
         unsafe { ffi::mem_free_host(ptr) }
     }
 
-    fn pool_of(&self, ptr: DevicePtr) -> Result<Option<PoolId>> {
+    fn pool_of(&self, ptr: DeviceAddr) -> Result<Option<PoolId>> {
         let _bound = self.bind(ptr.device)?;
         if !self.has_pools {
             return Ok(None);
@@ -374,7 +386,16 @@ impl Driver for CudaDriver {
 
     fn create_event(&self, device: usize) -> Result<EventId> {
         let _bound = self.bind(device)?;
-        let event = ffi::event_create()?;
+        let event = ffi::event_create(false)?;
+        Ok(EventId {
+            device,
+            raw: handle_to_raw(event),
+        })
+    }
+
+    fn create_timing_event(&self, device: usize) -> Result<EventId> {
+        let _bound = self.bind(device)?;
+        let event = ffi::event_create(true)?;
         Ok(EventId {
             device,
             raw: handle_to_raw(event),
@@ -389,8 +410,8 @@ impl Driver for CudaDriver {
 
     unsafe fn copy_peer_async(
         &self,
-        dst: DevicePtr,
-        src: DevicePtr,
+        dst: DeviceAddr,
+        src: DeviceAddr,
         bytes: usize,
         stream: StreamId,
     ) -> Result<()> {
@@ -444,7 +465,7 @@ impl Driver for CudaDriver {
     unsafe fn copy_dtoh_async(
         &self,
         dst: *mut u8,
-        src: DevicePtr,
+        src: DeviceAddr,
         bytes: usize,
         stream: StreamId,
     ) -> Result<()> {
@@ -459,7 +480,7 @@ impl Driver for CudaDriver {
 
     unsafe fn copy_htod_async(
         &self,
-        dst: DevicePtr,
+        dst: DeviceAddr,
         src: *const u8,
         bytes: usize,
         stream: StreamId,
@@ -475,7 +496,7 @@ impl Driver for CudaDriver {
 
     unsafe fn memset_async(
         &self,
-        dst: DevicePtr,
+        dst: DeviceAddr,
         value: u8,
         bytes: usize,
         stream: StreamId,

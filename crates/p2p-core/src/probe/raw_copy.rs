@@ -38,8 +38,8 @@ pub(super) fn copy_and_compare(
     src.write_from_slice(&pattern, &src_stream)?;
     dst.write_from_slice(&poison, &dst_stream)?;
 
-    let start = Event::new(driver, from)?;
-    let end = Event::new(driver, from)?;
+    let start = Event::with_timing(driver, from)?;
+    let end = Event::with_timing(driver, from)?;
     start.record(&src_stream)?;
     // SAFETY: both buffers hold `bytes` bytes and stay alive until `end` is
     // done, or are leaked below when it never is.
@@ -102,8 +102,8 @@ fn time_on_stream(
     work: impl FnOnce(crate::StreamId) -> Result<()>,
 ) -> Result<f64> {
     let stream = Stream::new(driver, device)?;
-    let start = Event::new(driver, device)?;
-    let end = Event::new(driver, device)?;
+    let start = Event::with_timing(driver, device)?;
+    let end = Event::with_timing(driver, device)?;
     start.record(&stream)?;
     work(stream.id())?;
     end.record(&stream)?;

@@ -11,7 +11,7 @@ use super::timeline::{
 };
 use super::topology::{Topology, DEFAULT_PEER_GBPS};
 use super::{cuda_error, invalid_value, SimStats};
-use crate::{AllocKind, DevicePtr, Error, EventId, PeerClaim, PoolId, Result, StreamId};
+use crate::{AllocKind, DeviceAddr, Error, EventId, PeerClaim, PoolId, Result, StreamId};
 
 /// `cuMemPool`'s raw number for each device's one pool.
 pub(super) const DEFAULT_POOL_RAW: u64 = 1;
@@ -138,18 +138,25 @@ impl Machine {
         Ok(())
     }
 
+    pub(super) fn disable_peer_access(&mut self, accessor: usize, owner: usize) -> Result<()> {
+        self.check(accessor)?;
+        self.check(owner)?;
+        self.peer_enabled.remove(&(accessor, owner));
+        Ok(())
+    }
+
     pub(super) fn alloc_device(
         &mut self,
         device: usize,
         bytes: usize,
         kind: AllocKind,
-    ) -> Result<DevicePtr> {
+    ) -> Result<DeviceAddr> {
         self.check(device)?;
         let addr = self.memory[device].alloc(bytes, kind)?;
-        Ok(DevicePtr { device, addr })
+        Ok(DeviceAddr { device, addr })
     }
 
-    pub(super) fn free_device(&mut self, ptr: DevicePtr) -> Result<()> {
+    pub(super) fn free_device(&mut self, ptr: DeviceAddr) -> Result<()> {
         self.check(ptr.device)?;
         self.memory[ptr.device]
             .free(ptr.addr)
@@ -174,7 +181,7 @@ impl Machine {
             .ok_or_else(|| invalid_value("cuMemFreeHost"))
     }
 
-    pub(super) fn pool_of(&self, ptr: DevicePtr) -> Result<Option<PoolId>> {
+    pub(super) fn pool_of(&self, ptr: DeviceAddr) -> Result<Option<PoolId>> {
         self.check(ptr.device)?;
         match self.memory[ptr.device].kind_of(ptr.addr) {
             None => Err(invalid_value("cuPointerGetAttribute")),
@@ -208,9 +215,9 @@ impl Machine {
         self.timeline.destroy_stream(stream)
     }
 
-    pub(super) fn create_event(&mut self, device: usize) -> Result<EventId> {
+    pub(super) fn create_event(&mut self, device: usize, timing: bool) -> Result<EventId> {
         self.check(device)?;
-        Ok(self.timeline.create_event(device))
+        Ok(self.timeline.create_event(device, timing))
     }
 
     pub(super) fn destroy_event(&mut self, event: EventId) -> Result<()> {
@@ -228,7 +235,7 @@ impl Machine {
         self.timeline.stream(stream, call).map(drop)
     }
 
-    fn check_range(&self, ptr: DevicePtr, bytes: usize, call: &'static str) -> Result<()> {
+    fn check_range(&self, ptr: DeviceAddr, bytes: usize, call: &'static str) -> Result<()> {
         if self.memory[ptr.device].contains(ptr.addr, bytes) {
             Ok(())
         } else {
@@ -237,15 +244,15 @@ impl Machine {
     }
 
     /// Whether `ptr` is stream-ordered pool memory that device `other` has no grant for.
-    fn ungranted_pool_memory(&self, ptr: DevicePtr, other: usize) -> bool {
+    fn ungranted_pool_memory(&self, ptr: DeviceAddr, other: usize) -> bool {
         self.memory[ptr.device].kind_of(ptr.addr) == Some(AllocKind::Pool)
             && !self.pool_grants.contains(&(ptr.device, other))
     }
 
     pub(super) fn copy_peer(
         &mut self,
-        dst: DevicePtr,
-        src: DevicePtr,
+        dst: DeviceAddr,
+        src: DeviceAddr,
         bytes: usize,
         stream: StreamId,
     ) -> Result<()> {
@@ -297,7 +304,7 @@ impl Machine {
     /// A device-to-host copy; `deliver` writes the device bytes to the caller's memory.
     pub(super) fn copy_dtoh(
         &mut self,
-        src: DevicePtr,
+        src: DeviceAddr,
         bytes: usize,
         stream: StreamId,
         deliver: impl FnOnce(&[u8]),
@@ -325,7 +332,7 @@ impl Machine {
     /// A host-to-device copy; `fetch` fills the device bytes from the caller's memory.
     pub(super) fn copy_htod(
         &mut self,
-        dst: DevicePtr,
+        dst: DeviceAddr,
         bytes: usize,
         stream: StreamId,
         fetch: impl FnOnce(&mut [u8]),
@@ -352,7 +359,7 @@ impl Machine {
 
     pub(super) fn memset(
         &mut self,
-        dst: DevicePtr,
+        dst: DeviceAddr,
         value: u8,
         bytes: usize,
         stream: StreamId,

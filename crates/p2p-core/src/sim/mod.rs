@@ -104,7 +104,7 @@ pub use topology::{
 use machine::Machine;
 
 use crate::{
-    AllocKind, Backend, DeviceInfo, DevicePtr, Driver, Error, EventId, PeerClaim, PoolId, Result,
+    AllocKind, Backend, DeviceAddr, DeviceInfo, Driver, Error, EventId, PeerClaim, PoolId, Result,
     StreamId,
 };
 
@@ -336,11 +336,15 @@ impl Driver for SimDriver {
         self.lock().enable_peer_access(accessor, owner)
     }
 
-    fn alloc_device(&self, device: usize, bytes: usize, kind: AllocKind) -> Result<DevicePtr> {
+    fn disable_peer_access(&self, accessor: usize, owner: usize) -> Result<()> {
+        self.lock().disable_peer_access(accessor, owner)
+    }
+
+    fn alloc_device(&self, device: usize, bytes: usize, kind: AllocKind) -> Result<DeviceAddr> {
         self.lock().alloc_device(device, bytes, kind)
     }
 
-    unsafe fn free_device(&self, ptr: DevicePtr) -> Result<()> {
+    unsafe fn free_device(&self, ptr: DeviceAddr) -> Result<()> {
         self.lock().free_device(ptr)
     }
 
@@ -352,7 +356,7 @@ impl Driver for SimDriver {
         self.lock().free_pinned(ptr)
     }
 
-    fn pool_of(&self, ptr: DevicePtr) -> Result<Option<PoolId>> {
+    fn pool_of(&self, ptr: DeviceAddr) -> Result<Option<PoolId>> {
         self.lock().pool_of(ptr)
     }
 
@@ -375,7 +379,11 @@ impl Driver for SimDriver {
     }
 
     fn create_event(&self, device: usize) -> Result<EventId> {
-        self.lock().create_event(device)
+        self.lock().create_event(device, false)
+    }
+
+    fn create_timing_event(&self, device: usize) -> Result<EventId> {
+        self.lock().create_event(device, true)
     }
 
     unsafe fn destroy_event(&self, event: EventId) -> Result<()> {
@@ -384,8 +392,8 @@ impl Driver for SimDriver {
 
     unsafe fn copy_peer_async(
         &self,
-        dst: DevicePtr,
-        src: DevicePtr,
+        dst: DeviceAddr,
+        src: DeviceAddr,
         bytes: usize,
         stream: StreamId,
     ) -> Result<()> {
@@ -395,7 +403,7 @@ impl Driver for SimDriver {
     unsafe fn copy_dtoh_async(
         &self,
         dst: *mut u8,
-        src: DevicePtr,
+        src: DeviceAddr,
         bytes: usize,
         stream: StreamId,
     ) -> Result<()> {
@@ -411,7 +419,7 @@ impl Driver for SimDriver {
 
     unsafe fn copy_htod_async(
         &self,
-        dst: DevicePtr,
+        dst: DeviceAddr,
         src: *const u8,
         bytes: usize,
         stream: StreamId,
@@ -428,7 +436,7 @@ impl Driver for SimDriver {
 
     unsafe fn memset_async(
         &self,
-        dst: DevicePtr,
+        dst: DeviceAddr,
         value: u8,
         bytes: usize,
         stream: StreamId,

@@ -48,6 +48,8 @@ pub(super) struct Timeline {
     streams: HashMap<StreamId, Progress>,
     /// `None`: created but never recorded (done, like CUDA's fresh events).
     events: HashMap<EventId, Option<Progress>>,
+    /// Events created with timing enabled (the others refuse `elapsed_ms`, as in CUDA).
+    timing_events: std::collections::HashSet<EventId>,
     next_stream_raw: u64,
     next_event_raw: u64,
 }
@@ -62,6 +64,7 @@ impl Timeline {
             host_ns: 0,
             streams,
             events: HashMap::new(),
+            timing_events: Default::default(),
             next_stream_raw: 1,
             next_event_raw: 1,
         }
@@ -84,17 +87,21 @@ impl Timeline {
         Ok(())
     }
 
-    pub(super) fn create_event(&mut self, device: usize) -> EventId {
+    pub(super) fn create_event(&mut self, device: usize, timing: bool) -> EventId {
         let id = EventId {
             device,
             raw: self.next_event_raw,
         };
         self.next_event_raw += 1;
         self.events.insert(id, None);
+        if timing {
+            self.timing_events.insert(id);
+        }
         id
     }
 
     pub(super) fn destroy_event(&mut self, event: EventId) -> Result<()> {
+        self.timing_events.remove(&event);
         self.events
             .remove(&event)
             .map(|_| ())
@@ -180,6 +187,10 @@ impl Timeline {
 
     pub(super) fn elapsed_ms(&self, start: EventId, end: EventId) -> Result<f32> {
         const CALL: &str = "cuEventElapsedTime";
+        if !self.timing_events.contains(&start) || !self.timing_events.contains(&end) {
+            // CUDA: an event created with CU_EVENT_DISABLE_TIMING has no time.
+            return Err(invalid_handle(CALL));
+        }
         match (self.event(start, CALL)?, self.event(end, CALL)?) {
             (Some(Progress::At(a)), Some(Progress::At(b))) => {
                 Ok(((b as f64 - a as f64) / 1e6) as f32)

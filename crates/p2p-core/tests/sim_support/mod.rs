@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use p2p_core::sim::SimDriver;
-use p2p_core::{AllocKind, DevicePtr, Driver, Error, StreamId};
+use p2p_core::{AllocKind, DeviceAddr, Driver, Error, StreamId};
 
 /// Three GPUs: 0 <-> 1 healthy at 50 GB/s, 1 -> 2 claimed with a fault set
 /// per test, 2 -> 1 fine, nothing between 0 and 2; gpu 2 has 1 MiB of memory.
@@ -52,7 +52,12 @@ pub(crate) fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-pub(crate) fn upload(driver: &SimDriver, device: usize, data: &[u8], kind: AllocKind) -> DevicePtr {
+pub(crate) fn upload(
+    driver: &SimDriver,
+    device: usize,
+    data: &[u8],
+    kind: AllocKind,
+) -> DeviceAddr {
     let ptr = driver.alloc_device(device, data.len(), kind).unwrap();
     // SAFETY: `ptr` holds `data.len()` bytes; the default stream is synchronized below.
     unsafe {
@@ -64,7 +69,7 @@ pub(crate) fn upload(driver: &SimDriver, device: usize, data: &[u8], kind: Alloc
     ptr
 }
 
-pub(crate) fn download(driver: &SimDriver, ptr: DevicePtr, len: usize) -> Vec<u8> {
+pub(crate) fn download(driver: &SimDriver, ptr: DeviceAddr, len: usize) -> Vec<u8> {
     let mut out = vec![0u8; len];
     // SAFETY: `out` holds `len` bytes and outlives the synchronize below.
     unsafe {
@@ -80,8 +85,8 @@ pub(crate) fn download(driver: &SimDriver, ptr: DevicePtr, len: usize) -> Vec<u8
 
 pub(crate) fn peer_copy(
     driver: &SimDriver,
-    dst: DevicePtr,
-    src: DevicePtr,
+    dst: DeviceAddr,
+    src: DeviceAddr,
     bytes: usize,
     stream: StreamId,
 ) -> p2p_core::Result<()> {

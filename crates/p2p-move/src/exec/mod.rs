@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use p2p_core::memory::DeviceBuffer;
-use p2p_core::{CopyDesc, DevicePtr, Driver, Location, PeerTable, PoolId, StreamId};
+use p2p_core::{CopyDesc, DeviceAddr, Driver, Location, PeerTable, PoolId, StreamId};
 
 pub use raw_bytes::{MoveSource, MoveTarget, RawBytes, RawRange};
 pub use transfer::{BatchCompletion, Completion, Transfer};
@@ -173,8 +173,8 @@ impl Mover {
     /// `src` and `dst` hold `len` bytes and stay valid until this returns.
     unsafe fn staged_small_blocking(
         &self,
-        dst: DevicePtr,
-        src: DevicePtr,
+        dst: DeviceAddr,
+        src: DeviceAddr,
         len: usize,
     ) -> Result<()> {
         let mut slots = self.staging.acquire(1, len)?;
@@ -288,13 +288,13 @@ impl Mover {
             (RawBytes::Device(s), RawBytes::Device(d), Route::Via { gpu }) => {
                 self.grant_pools(
                     s,
-                    DevicePtr {
+                    DeviceAddr {
                         device: gpu,
                         addr: 0,
                     },
                 )?;
                 self.grant_pools(
-                    DevicePtr {
+                    DeviceAddr {
                         device: gpu,
                         addr: 0,
                     },
@@ -304,7 +304,7 @@ impl Mover {
                 let chunk_len = plan.chunks.iter().map(|c| c.len).max().unwrap_or(0);
                 let depth = depth.clamp(1, plan.chunks.len().max(1));
                 let scratch = self.scratch.acquire(gpu, depth, chunk_len)?;
-                let hops: Vec<DevicePtr> = scratch.iter().map(DeviceBuffer::ptr).collect();
+                let hops: Vec<DeviceAddr> = scratch.iter().map(DeviceBuffer::ptr).collect();
                 // SAFETY: forwarded caller contract; the scratch buffers are
                 // parked below until the work queued so far is done.
                 let queued = unsafe { raw::via(&cx, d, s, &hops, &plan.chunks) };
@@ -550,7 +550,7 @@ impl Mover {
 
     /// Memory from a stream-ordered pool is not covered by peer access:
     /// without a grant, the driver quietly stages it (38 vs 394 GB/s).
-    fn grant_pools(&self, a: DevicePtr, b: DevicePtr) -> Result<()> {
+    fn grant_pools(&self, a: DeviceAddr, b: DeviceAddr) -> Result<()> {
         if a.device == b.device {
             return Ok(());
         }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use p2p_core::memory::PinnedBuffer;
-use p2p_core::{CopyDesc, DevicePtr, Driver, Result};
+use p2p_core::{CopyDesc, DeviceAddr, Driver, Result};
 
 use super::events::{DeviceResources, PooledEvent};
 use super::staging::StagingPool;
@@ -51,8 +51,8 @@ impl RouteContext<'_> {
 /// See the module docs.
 pub(crate) unsafe fn peer(
     cx: &RouteContext<'_>,
-    dst: DevicePtr,
-    src: DevicePtr,
+    dst: DeviceAddr,
+    src: DeviceAddr,
     len: usize,
 ) -> Result<PooledEvent> {
     let stream = cx.res.outbound(src.device)?;
@@ -69,8 +69,8 @@ pub(crate) unsafe fn peer(
 /// See the module docs; the caller waits until `stream` is idle.
 pub(crate) unsafe fn peer_unmarked(
     driver: &Arc<dyn Driver>,
-    dst: DevicePtr,
-    src: DevicePtr,
+    dst: DeviceAddr,
+    src: DeviceAddr,
     len: usize,
     stream: p2p_core::StreamId,
 ) -> Result<()> {
@@ -86,8 +86,8 @@ pub(crate) unsafe fn peer_unmarked(
 #[allow(clippy::too_many_arguments)] // two ranges, a slot, two streams, a deadline: all needed
 pub(crate) unsafe fn bounce(
     driver: &Arc<dyn Driver>,
-    dst: DevicePtr,
-    src: DevicePtr,
+    dst: DeviceAddr,
+    src: DeviceAddr,
     slot: &mut PinnedBuffer,
     len: usize,
     out: p2p_core::StreamId,
@@ -134,8 +134,8 @@ pub(crate) unsafe fn peer_batch(
 /// See the module docs.
 pub(crate) unsafe fn staged(
     cx: &RouteContext<'_>,
-    dst: DevicePtr,
-    src: DevicePtr,
+    dst: DeviceAddr,
+    src: DeviceAddr,
     chunks: &[Chunk],
     depth: usize,
 ) -> Result<PooledEvent> {
@@ -187,9 +187,9 @@ pub(crate) unsafe fn staged(
 /// See the module docs.
 pub(crate) unsafe fn via(
     cx: &RouteContext<'_>,
-    dst: DevicePtr,
-    src: DevicePtr,
-    hops: &[DevicePtr],
+    dst: DeviceAddr,
+    src: DeviceAddr,
+    hops: &[DeviceAddr],
     chunks: &[Chunk],
 ) -> Result<PooledEvent> {
     // Each leg is pushed from its sending device's stream, as the probe
@@ -236,7 +236,7 @@ pub(crate) unsafe fn via(
 /// See the module docs; `src` is page-locked.
 pub(crate) unsafe fn upload_pinned(
     cx: &RouteContext<'_>,
-    dst: DevicePtr,
+    dst: DeviceAddr,
     src: *const u8,
     len: usize,
 ) -> Result<PooledEvent> {
@@ -254,7 +254,7 @@ pub(crate) unsafe fn upload_pinned(
 pub(crate) unsafe fn download_pinned(
     cx: &RouteContext<'_>,
     dst: *mut u8,
-    src: DevicePtr,
+    src: DeviceAddr,
     len: usize,
 ) -> Result<PooledEvent> {
     let stream = cx.res.outbound(src.device)?;
@@ -272,7 +272,7 @@ pub(crate) unsafe fn download_pinned(
 /// See the module docs; `src` is valid for reads until this returns.
 pub(crate) unsafe fn upload_pageable(
     cx: &RouteContext<'_>,
-    dst: DevicePtr,
+    dst: DeviceAddr,
     src: *const u8,
     chunks: &[Chunk],
     depth: usize,
@@ -321,7 +321,7 @@ pub(crate) unsafe fn upload_pageable(
 pub(crate) unsafe fn download_pageable(
     cx: &RouteContext<'_>,
     dst: *mut u8,
-    src: DevicePtr,
+    src: DeviceAddr,
     chunks: &[Chunk],
     depth: usize,
 ) -> Result<()> {

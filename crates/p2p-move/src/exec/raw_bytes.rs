@@ -5,13 +5,13 @@
 //! the implementor vouches that the address and length describe live memory.
 
 use p2p_core::memory::{DeviceBuffer, PinnedBuffer};
-use p2p_core::{DevicePtr, Location};
+use p2p_core::{DeviceAddr, Location};
 
 /// The address of a contiguous byte range, in device or host memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RawBytes {
     /// Device memory (any allocator: `cuMemAlloc`, stream-ordered pools, PyTorch).
-    Device(DevicePtr),
+    Device(DeviceAddr),
     /// Host memory. `pinned` = page-locked, so the GPU can DMA it directly.
     Host { ptr: *mut u8, pinned: bool },
 }
