@@ -110,7 +110,7 @@ impl Bench {
             .map(|device| Stream::new(&driver, device))
             .collect::<p2p_core::Result<Vec<_>>>()?;
         let pattern = pattern::pattern(max, 1);
-        let src = DeviceBuffer::new(&driver, SRC, max, AllocKind::Plain)?;
+        let mut src = DeviceBuffer::new(&driver, SRC, max, AllocKind::Plain)?;
         src.write_from_slice(&pattern, &streams[SRC])?;
         Ok(Bench {
             dst: DeviceBuffer::new(&driver, DST, max, AllocKind::Plain)?,
@@ -259,7 +259,7 @@ impl Bench {
         dst: Location,
     ) -> BenchResult<Route> {
         let planned = mover.plan(src, dst, self.max())?;
-        self.note(format!("{label}: {}", planned.reason));
+        self.note(format!("{label}: {}", planned.reason()));
         Ok(planned.route)
     }
 }

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use p2p_core::Location;
-use p2p_move::{format_size, plan, Policy, Route};
+use p2p_move::{format_size, plan, Layout, Policy, Route};
 use serde_json::json;
 
 use crate::machine::{self, CliError};
@@ -32,10 +32,12 @@ pub(crate) fn run(
             "bytes": bytes,
             "route": plan.route.name(),
             "via": via,
-            "chunk_bytes": plan.chunk_bytes,
-            "chunks": plan.chunks.len(),
-            "pipeline_depth": plan.pipeline_depth,
-            "reason": plan.reason,
+            "layout": plan.layout,
+            "chunk_bytes": plan.layout.chunk_bytes(),
+            "chunks": plan.chunk_count(),
+            "pipeline_depth": plan.layout.chunk_bytes().map(|_| plan.layout.depth()),
+            "why": plan.why,
+            "reason": plan.reason(),
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(ExitCode::SUCCESS);
@@ -46,14 +48,15 @@ pub(crate) fn run(
         format_size(bytes),
         plan.route.name()
     );
-    if let Some(chunk) = plan.chunk_bytes {
-        println!(
-            "  {} chunk(s) of up to {}, {} in flight",
-            plan.chunks.len(),
-            format_size(chunk),
-            plan.pipeline_depth.unwrap_or(1)
-        );
+    match plan.layout {
+        Layout::Pipelined { chunk_bytes, depth } => println!(
+            "  {} chunk(s) of up to {}, {depth} in flight",
+            plan.chunk_count(),
+            format_size(chunk_bytes),
+        ),
+        Layout::Whole => println!("  one piece, no pipeline"),
+        _ => {}
     }
-    println!("  why: {}", plan.reason);
+    println!("  why: {}", plan.reason());
     Ok(ExitCode::SUCCESS)
 }

@@ -61,7 +61,7 @@ impl DeviceBuffer {
     }
 
     /// Overwrites the start of the buffer with `data`, blocking on `stream`.
-    pub fn write_from_slice(&self, data: &[u8], stream: &Stream) -> Result<()> {
+    pub fn write_from_slice(&mut self, data: &[u8], stream: &Stream) -> Result<()> {
         if data.len() > self.len {
             return Err(Error::SizeMismatch {
                 src_bytes: data.len(),

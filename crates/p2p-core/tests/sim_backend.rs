@@ -114,7 +114,7 @@ fn copies_really_copy_on_every_path() {
 fn the_owning_wrappers_work_on_it() {
     let driver: Arc<dyn Driver> = Arc::new(machine());
     let stream = Stream::new(&driver, 1).unwrap();
-    let buffer = DeviceBuffer::new(&driver, 1, 1000, AllocKind::Pool).unwrap();
+    let mut buffer = DeviceBuffer::new(&driver, 1, 1000, AllocKind::Pool).unwrap();
     let data = pattern(1000, 9);
     buffer.write_from_slice(&data, &stream).unwrap();
     assert_eq!(buffer.read_to_vec(&stream).unwrap(), data);

@@ -91,7 +91,7 @@ pub(crate) fn device_with(
     data: &[u8],
     kind: AllocKind,
 ) -> DeviceBuffer {
-    let buffer = DeviceBuffer::new(driver, device, data.len(), kind).unwrap();
+    let mut buffer = DeviceBuffer::new(driver, device, data.len(), kind).unwrap();
     buffer
         .write_from_slice(data, &Stream::new(driver, device).unwrap())
         .unwrap();
