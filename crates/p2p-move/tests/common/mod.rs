@@ -152,3 +152,5 @@ macro_rules! backend_tests {
         }
     };
 }
+
+pub(crate) mod watched;
