@@ -36,7 +36,17 @@ fn a_failed_copy_returns_only_after_its_queued_copies() {
         let data = pattern(16 << 16, 1);
         let src = device_with(&driver, 0, &data, AllocKind::Plain);
         let mut dst = device_with(&driver, 1, &complement(&data), AllocKind::Plain);
-        assert_eq!(mover.plan(p2p_core::Location::Cuda(0), p2p_core::Location::Cuda(1), data.len()).unwrap().route, Route::Staged);
+        assert_eq!(
+            mover
+                .plan(
+                    p2p_core::Location::Cuda(0),
+                    p2p_core::Location::Cuda(1),
+                    data.len()
+                )
+                .unwrap()
+                .route,
+            Route::Staged
+        );
         watched.fail_event_at.store(nth, Ordering::SeqCst);
         let result = mover.copy(&src, &mut dst);
         assert_eq!(
@@ -58,13 +68,31 @@ fn staging_bytes_match_the_live_buffers_after_failures() {
     let src = device_with(&driver, 0, &data, AllocKind::Plain);
     let mut dst = device_with(&driver, 1, &complement(&data), AllocKind::Plain);
     mover.copy(&src, &mut dst).unwrap();
-    let held = mover.staging_bytes();
+    assert_eq!(mover.staging_bytes(), watched.live_pinned());
     for nth in 1..=6 {
         watched.fail_event_at.store(nth, Ordering::SeqCst);
         let _ = mover.copy(&src, &mut dst);
         watched.fail_event_at.store(0, Ordering::SeqCst);
-        assert_eq!(mover.staging_bytes(), held, "after failing event {nth}");
+        assert_eq!(
+            mover.staging_bytes(),
+            watched.live_pinned(),
+            "after failing event {nth}"
+        );
     }
+    // A fresh mover whose second pin fails part-way through an acquire.
+    let fresh = staged_mover(driver.clone());
+    let before = watched.live_pinned();
+    let made = watched.pinned_made.load(Ordering::SeqCst);
+    watched.fail_pinned_at.store(made + 2, Ordering::SeqCst);
+    assert!(
+        fresh.copy(&src, &mut dst).is_err(),
+        "the pin failure is an error"
+    );
+    assert_eq!(
+        fresh.staging_bytes(),
+        watched.live_pinned() - before,
+        "the count matches the live buffers"
+    );
     mover.copy(&src, &mut dst).unwrap();
     assert_bytes(&read(&driver, &dst), &data, "works after failures");
 }

@@ -417,7 +417,11 @@ fn asks_only_about_pairs_it_may_use() {
 fn shrinking_chunks_fill_the_pipeline() {
     let verdicts = VerdictMatrix::new(2);
     let policy = Policy::default();
-    let chunk = |bytes: usize| plan_ok(gpu(0), gpu(1), bytes, &verdicts, &policy).layout.chunk_bytes();
+    let chunk = |bytes: usize| {
+        plan_ok(gpu(0), gpu(1), bytes, &verdicts, &policy)
+            .layout
+            .chunk_bytes()
+    };
     assert_eq!(
         chunk(1 << 30),
         Some(8 * MIB),
@@ -425,8 +429,11 @@ fn shrinking_chunks_fill_the_pipeline() {
     );
     assert_eq!(chunk(64 * MIB), Some(4 * MIB), "16 chunks for 4 in flight");
     assert_eq!(chunk(4 * MIB), Some(MIB), "never below the minimum");
-    let host =
-        |bytes: usize| plan_ok(Location::Host, gpu(0), bytes, &verdicts, &policy).layout.chunk_bytes();
+    let host = |bytes: usize| {
+        plan_ok(Location::Host, gpu(0), bytes, &verdicts, &policy)
+            .layout
+            .chunk_bytes()
+    };
     assert_eq!(
         host(1 << 30),
         Some(16 * MIB),

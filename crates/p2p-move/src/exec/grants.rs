@@ -38,7 +38,10 @@ impl PoolGrants {
             match self.driver.pool_of(addr) {
                 Ok(Some(pool)) => self.grant(pool, other),
                 Ok(None) => {}
-                Err(err) => tracing::warn!("finding the pool of an address on cuda:{}: {err}", addr.device),
+                Err(err) => tracing::warn!(
+                    "finding the pool of an address on cuda:{}: {err}",
+                    addr.device
+                ),
             }
         }
     }

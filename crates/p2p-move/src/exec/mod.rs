@@ -145,7 +145,13 @@ impl Mover {
     /// The plan a move of `bytes` from `src` to `dst` would follow (probing
     /// the pairs it depends on, if not known yet).
     pub fn plan(&self, src: Location, dst: Location, bytes: usize) -> Result<Plan> {
-        Ok(plan(src, dst, bytes, self.shared.table.as_ref(), &self.policy)?)
+        Ok(plan(
+            src,
+            dst,
+            bytes,
+            self.shared.table.as_ref(),
+            &self.policy,
+        )?)
     }
 
     /// Copies `src` into `dst` and returns once the bytes are there. On
@@ -279,7 +285,17 @@ impl Mover {
             .into_iter()
             .collect();
         // SAFETY: forwarded caller contract.
-        unsafe { self.submit(vec![plan], &schedule, &[(src, dst)], order, hold, pairs, verify) }
+        unsafe {
+            self.submit(
+                vec![plan],
+                &schedule,
+                &[(src, dst)],
+                order,
+                hold,
+                pairs,
+                verify,
+            )
+        }
     }
 
     /// Binds `schedule` to streams and buffers, submits it, and parks the
@@ -464,11 +480,17 @@ impl Mover {
                         peer_items.push((s, d));
                         peer_plans.push(plan);
                         if self.verify {
-                            verify.push(transfer::VerifyRequest { src: s, dst: d, len });
+                            verify.push(transfer::VerifyRequest {
+                                src: s,
+                                dst: d,
+                                len,
+                            });
                         }
                     }
                     // SAFETY: forwarded caller contract.
-                    _ => batch.parts.push(unsafe { self.queue(s, d, len, order, hold)? }),
+                    _ => batch
+                        .parts
+                        .push(unsafe { self.queue(s, d, len, order, hold)? }),
                 }
             }
             if !peers.is_empty() {
@@ -484,7 +506,15 @@ impl Mover {
                 pairs.dedup();
                 // SAFETY: forwarded caller contract.
                 let part = unsafe {
-                    self.submit(peer_plans, &schedule, &peer_items, order, hold, pairs, verify)?
+                    self.submit(
+                        peer_plans,
+                        &schedule,
+                        &peer_items,
+                        order,
+                        hold,
+                        pairs,
+                        verify,
+                    )?
                 };
                 batch.parts.push(part);
             }

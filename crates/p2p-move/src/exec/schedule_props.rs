@@ -50,8 +50,14 @@ impl Model {
         let mut lane_last: Vec<Option<usize>> = vec![None; schedule.lanes.len()];
         let mut host = vec![false; total];
         let mut records: Vec<Option<usize>> = Vec::new();
-        let caller_src = schedule.lanes.iter().position(|k| *k == super::schedule::LaneKind::CallerSrc);
-        let caller_dst = schedule.lanes.iter().position(|k| *k == super::schedule::LaneKind::CallerDst);
+        let caller_src = schedule
+            .lanes
+            .iter()
+            .position(|k| *k == super::schedule::LaneKind::CallerSrc);
+        let caller_dst = schedule
+            .lanes
+            .iter()
+            .position(|k| *k == super::schedule::LaneKind::CallerDst);
         // The caller's earlier work: on its lanes if given, else before the call.
         let src_before = vindex(n, Virtual::SrcWrittenBefore);
         let dst_before = vindex(n, Virtual::DstUsedBefore);
@@ -147,10 +153,26 @@ fn accesses(ops: &[Op], n: usize, items: usize) -> Vec<(usize, Option<Region>, O
     }
     let all = |buf| Region::new(buf, 0, usize::MAX / 4);
     for item in 0..items {
-        out.push((vindex(n, Virtual::SrcWrittenBefore), Some(all(Buf::Src(item))), None));
-        out.push((vindex(n, Virtual::DstUsedBefore), Some(all(Buf::Dst(item))), None));
-        out.push((vindex(n, Virtual::SrcReusedAfter), Some(all(Buf::Src(item))), None));
-        out.push((vindex(n, Virtual::DstReadAfter), None, Some(all(Buf::Dst(item)))));
+        out.push((
+            vindex(n, Virtual::SrcWrittenBefore),
+            Some(all(Buf::Src(item))),
+            None,
+        ));
+        out.push((
+            vindex(n, Virtual::DstUsedBefore),
+            Some(all(Buf::Dst(item))),
+            None,
+        ));
+        out.push((
+            vindex(n, Virtual::SrcReusedAfter),
+            Some(all(Buf::Src(item))),
+            None,
+        ));
+        out.push((
+            vindex(n, Virtual::DstReadAfter),
+            None,
+            Some(all(Buf::Dst(item))),
+        ));
     }
     out
 }
@@ -178,11 +200,17 @@ fn check_conflicts(schedule: &Schedule, sides: Sides, items: usize) -> Result<()
             if i == j {
                 continue;
             }
-            let (first, then) = if position(i, n) <= position(j, n) { (i, j) } else { (j, i) };
-            let conflict = [(wi, wj), (wi, rj), (ri, wj)].iter().any(|pair| match pair {
-                (Some(x), Some(y)) => x.overlaps(y),
-                _ => false,
-            });
+            let (first, then) = if position(i, n) <= position(j, n) {
+                (i, j)
+            } else {
+                (j, i)
+            };
+            let conflict = [(wi, wj), (wi, rj), (ri, wj)]
+                .iter()
+                .any(|pair| match pair {
+                    (Some(x), Some(y)) => x.overlaps(y),
+                    _ => false,
+                });
             if conflict && !model.ordered(first, then) {
                 return Err(format!(
                     "op {first} and op {then} touch the same bytes unordered ({} ops)\n{:#?}",
@@ -224,7 +252,10 @@ fn check_remainders(schedule: &Schedule, sides: Sides) -> Result<(), String> {
         for (i, op) in schedule.ops[..failed].iter().enumerate() {
             let queues_work = matches!(op, Op::Copy { .. } | Op::CopyBatch { .. });
             if queues_work && !host[i] {
-                return Err(format!("after a failure at op {}, op {i} may still run", failed - 1));
+                return Err(format!(
+                    "after a failure at op {}, op {i} may still run",
+                    failed - 1
+                ));
             }
         }
     }
@@ -263,21 +294,22 @@ fn case() -> impl Strategy<Value = Case> {
                 // A dozen pieces at most: the model is cubic in the ops.
                 let chunk = bytes.div_ceil(pieces).max(1);
                 Case {
-                src,
-                dst,
-                bytes,
-                policy: Policy {
-                    chunk_bytes: chunk,
-                    host_chunk_bytes: chunk,
-                    min_chunk_bytes: chunk / 2,
-                    pipeline_depth: depth,
-                    small_copy_bytes: small,
-                    allow_via: via,
-                    ..Policy::default()
-                },
-                verified,
-                sides: Sides { src: s, dst: d },
-            }},
+                    src,
+                    dst,
+                    bytes,
+                    policy: Policy {
+                        chunk_bytes: chunk,
+                        host_chunk_bytes: chunk,
+                        min_chunk_bytes: chunk / 2,
+                        pipeline_depth: depth,
+                        small_copy_bytes: small,
+                        allow_via: via,
+                        ..Policy::default()
+                    },
+                    verified,
+                    sides: Sides { src: s, dst: d },
+                }
+            },
         )
 }
 
@@ -286,7 +318,14 @@ fn schedule_of(case: &Case) -> Option<Schedule> {
     let verdicts = VerdictMatrix::from_fn(3, |from, to| {
         case.verified || !matches!((from, to), (0, 1) | (1, 0))
     });
-    let plan = plan(case.src.location(), case.dst.location(), case.bytes, &verdicts, &case.policy).ok()?;
+    let plan = plan(
+        case.src.location(),
+        case.dst.location(),
+        case.bytes,
+        &verdicts,
+        &case.policy,
+    )
+    .ok()?;
     routes::build(&plan, case.src, case.dst, case.sides).ok()
 }
 

@@ -86,7 +86,12 @@ impl CopyStreams {
 impl Drop for CopyStreams {
     fn drop(&mut self) {
         // Hung work may still run on a retired stream: leak it.
-        for stream in self.retired.get_mut().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        for stream in self
+            .retired
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
             let _ = stream.leak();
         }
     }

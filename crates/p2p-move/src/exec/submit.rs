@@ -92,7 +92,15 @@ unsafe fn run(
         Op::Copy { lane, dst, src } => {
             let stream = stream(bind, lane.0)?;
             // SAFETY: forwarded caller contract for both regions.
-            unsafe { copy(driver, resolve(bind, *dst)?, resolve(bind, *src)?, dst.len, stream) }
+            unsafe {
+                copy(
+                    driver,
+                    resolve(bind, *dst)?,
+                    resolve(bind, *src)?,
+                    dst.len,
+                    stream,
+                )
+            }
         }
         Op::CopyBatch { lane, copies } => {
             let stream = stream(bind, lane.0)?;
@@ -221,7 +229,10 @@ fn resolve(bind: &Binding<'_>, region: Region) -> Result<RawBytes> {
     let base = match region.buf {
         Buf::Src(i) => bind.items.get(i).map(|item| item.0),
         Buf::Dst(i) => bind.items.get(i).map(|item| item.1),
-        Buf::Slot(i) => bind.slots.get(i).map(|&ptr| RawBytes::Host { ptr, pinned: true }),
+        Buf::Slot(i) => bind
+            .slots
+            .get(i)
+            .map(|&ptr| RawBytes::Host { ptr, pinned: true }),
         Buf::Scratch(i) => bind.scratch.get(i).map(|&addr| RawBytes::Device(addr)),
     }
     .ok_or_else(|| unbound("a buffer"))?;

@@ -105,7 +105,6 @@ impl Completion {
         let mut plans = self.plans;
         Ok(plans.swap_remove(0))
     }
-
 }
 
 /// Waits for `fence` with no deadline, logging first: a safe move cannot
@@ -209,7 +208,9 @@ impl<'a> Transfer<'a> {
     /// still touch the borrowed memory (see [`Mover::copy`]).
     pub fn wait(mut self) -> Result<Plan> {
         let result = match self.completion.take() {
-            Some(completion) => completion.wait_holding_borrows().map(|mut plans| plans.swap_remove(0)),
+            Some(completion) => completion
+                .wait_holding_borrows()
+                .map(|mut plans| plans.swap_remove(0)),
             None => Err(Error::Core(p2p_core::Error::Unsupported(
                 "a transfer waited for twice".into(),
             ))),

@@ -163,7 +163,11 @@ impl fmt::Display for Plan {
                 } else if depth == 1 {
                     write!(f, " in {} chunks, one at a time", format_size(chunk_bytes))
                 } else {
-                    write!(f, " in {} chunks, {depth} in flight", format_size(chunk_bytes))
+                    write!(
+                        f,
+                        " in {} chunks, {depth} in flight",
+                        format_size(chunk_bytes)
+                    )
                 }
             }
         }
@@ -288,10 +292,7 @@ fn choose_route(
         .filter(|&k| k != a && k != b)
         .find(|&k| verdicts.is_verified(a, k) && verdicts.is_verified(k, b));
     match middle {
-        Some(gpu) => (
-            Route::Via { gpu },
-            Why::ViaVerifiedMiddle { src, dst, gpu },
-        ),
+        Some(gpu) => (Route::Via { gpu }, Why::ViaVerifiedMiddle { src, dst, gpu }),
         None => (Route::Staged, Why::NotVerifiedNoVerifiedMiddle { src, dst }),
     }
 }

@@ -53,6 +53,14 @@ pub(crate) struct Watched {
     /// Fail the n-th `create_event` (1-based; 0 = never).
     pub(crate) fail_event_at: AtomicUsize,
     events_made: AtomicUsize,
+    /// Fail the n-th `alloc_pinned` (1-based; 0 = never).
+    pub(crate) fail_pinned_at: AtomicUsize,
+    pub(crate) pinned_made: AtomicUsize,
+    /// Live pinned allocations and their sizes.
+    pinned: Mutex<HashMap<usize, usize>>,
+    /// Events a blocking wait is on: only those are seen done, so a
+    /// non-blocking query (a pool looking) never counts as the move waiting.
+    waiting: Mutex<Vec<EventId>>,
 }
 
 impl Watched {
@@ -62,7 +70,16 @@ impl Watched {
             track: Mutex::new(Track::default()),
             fail_event_at: AtomicUsize::new(0),
             events_made: AtomicUsize::new(0),
+            fail_pinned_at: AtomicUsize::new(0),
+            pinned_made: AtomicUsize::new(0),
+            pinned: Mutex::new(HashMap::new()),
+            waiting: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Bytes of pinned memory allocated and not freed.
+    pub(crate) fn live_pinned(&self) -> usize {
+        self.pinned.lock().unwrap().values().sum()
     }
 
     /// Streams with copies not known to be finished.
@@ -77,7 +94,13 @@ impl Watched {
     }
 
     fn queued(&self, stream: StreamId) {
-        self.track.lock().unwrap().lanes.entry(stream).or_default().queued += 1;
+        self.track
+            .lock()
+            .unwrap()
+            .lanes
+            .entry(stream)
+            .or_default()
+            .queued += 1;
     }
 }
 
@@ -108,9 +131,22 @@ impl Driver for Watched {
         unsafe { self.inner.free_device(ptr) }
     }
     fn alloc_pinned(&self, bytes: usize) -> Result<*mut u8> {
-        self.inner.alloc_pinned(bytes)
+        let n = self.pinned_made.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == self.fail_pinned_at.load(Ordering::SeqCst) {
+            return Err(Error::OutOfMemory {
+                place: "pinned host memory (injected)".into(),
+                bytes,
+            });
+        }
+        let ptr = self.inner.alloc_pinned(bytes)?;
+        self.pinned
+            .lock()
+            .unwrap()
+            .insert(ptr as usize, bytes.max(1));
+        Ok(ptr)
     }
     unsafe fn free_pinned(&self, ptr: *mut u8) -> Result<()> {
+        self.pinned.lock().unwrap().remove(&(ptr as usize));
         // SAFETY: forwarded caller contract.
         unsafe { self.inner.free_pinned(ptr) }
     }
@@ -182,7 +218,13 @@ impl Driver for Watched {
         // SAFETY: forwarded caller contract.
         unsafe { self.inner.copy_htod_async(dst, src, bytes, stream) }
     }
-    unsafe fn memset_async(&self, dst: DeviceAddr, value: u8, bytes: usize, stream: StreamId) -> Result<()> {
+    unsafe fn memset_async(
+        &self,
+        dst: DeviceAddr,
+        value: u8,
+        bytes: usize,
+        stream: StreamId,
+    ) -> Result<()> {
         // SAFETY: forwarded caller contract.
         unsafe { self.inner.memset_async(dst, value, bytes, stream) }
     }
@@ -203,6 +245,9 @@ impl Driver for Watched {
         Ok(())
     }
     fn event_done(&self, event: EventId) -> Result<bool> {
+        if !self.waiting.lock().unwrap().contains(&event) {
+            return Ok(false);
+        }
         let done = self.inner.event_done(event)?;
         if done {
             self.track.lock().unwrap().seen_done(event);
@@ -216,13 +261,22 @@ impl Driver for Watched {
         self.inner.synchronize_stream(stream)?;
         let mut track = self.track.lock().unwrap();
         let lane = track.lanes.entry(stream).or_default().clone();
-        merge(&mut track.finished, std::iter::once((stream, lane.queued)).chain(lane.deps));
+        merge(
+            &mut track.finished,
+            std::iter::once((stream, lane.queued)).chain(lane.deps),
+        );
         Ok(())
     }
     fn borrows_released(&self, ranges: &[MemRange]) {
         self.inner.borrows_released(ranges)
     }
     fn wait_event(&self, event: EventId, deadline: Duration) -> Result<()> {
-        p2p_core::poll_until(deadline, || self.event_done(event))
+        self.waiting.lock().unwrap().push(event);
+        let waited = p2p_core::poll_until(deadline, || self.event_done(event));
+        let mut waiting = self.waiting.lock().unwrap();
+        if let Some(i) = waiting.iter().position(|e| *e == event) {
+            waiting.swap_remove(i);
+        }
+        waited
     }
 }

@@ -47,7 +47,11 @@ pub(crate) fn upload_pageable(plan: &Plan, dst: usize, sides: Sides) -> Schedule
         }
         let staged = Region::new(Buf::Slot(slot), 0, chunk.len);
         b.host_copy(staged, Region::new(Buf::Src(0), chunk.offset, chunk.len));
-        b.copy(lane, Region::new(Buf::Dst(0), chunk.offset, chunk.len), staged);
+        b.copy(
+            lane,
+            Region::new(Buf::Dst(0), chunk.offset, chunk.len),
+            staged,
+        );
         uploaded[slot] = Some(b.record(lane));
     }
     let done = finish(&mut b, sides, &[lane]);
