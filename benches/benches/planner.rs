@@ -122,7 +122,8 @@ impl SimMove {
             .plan(Location::Cuda(from), Location::Cuda(to), bytes)
             .expect("a plan");
         assert_eq!(
-            planned.route, route,
+            planned.route,
+            route,
             "cuda:{from} -> cuda:{to}: {}",
             planned.reason()
         );

@@ -100,19 +100,16 @@ impl StagingPool {
             }
             // Wait a little for the oldest parked set, with the lock released.
             let oldest = state.buffers.take_oldest();
-            match oldest {
-                Some((buffers, fence)) => {
-                    drop(state);
-                    let fired = fence.wait(PARKED_WAIT).is_ok();
-                    state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-                    if fired {
-                        state.buffers.put_free(buffers);
-                        continue;
-                    }
-                    // Still busy (maybe hung): park it again and pin past the bound.
-                    state.buffers.park(buffers, fence);
+            if let Some((buffers, fence)) = oldest {
+                drop(state);
+                let fired = fence.wait(PARKED_WAIT).is_ok();
+                state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                if fired {
+                    state.buffers.put_free(buffers);
+                    continue;
                 }
-                None => {}
+                // Still busy (maybe hung): park it again and pin past the bound.
+                state.buffers.park(buffers, fence);
             }
             // Everything is handed out or busy: pin past the bound rather
             // than wait. The surplus is freed on release.
