@@ -134,15 +134,18 @@ fn verdicts_are_directed() {
 
 #[test]
 fn a_hang_times_out_within_the_deadline() {
-    let table = PeerTable::new(machine(FAULTY), quick_config());
+    // The simulator waits in virtual time: the deadline passes on its clock, not the wall's.
+    let sim = Arc::new(SimDriver::from_toml_str(FAULTY, Path::new("t.toml")).unwrap());
+    let table = PeerTable::new(sim.clone(), quick_config());
     let started = Instant::now();
     let verdict = table.verdict(0, 5).unwrap();
     let took = started.elapsed();
     assert_eq!(verdict.reason, Reason::Timeout { after_ms: 200 });
     assert_eq!(verdict.state(), PairState::Broken);
     assert!(
-        took >= Duration::from_millis(200),
-        "returned before the deadline: {took:?}"
+        sim.virtual_now_ns() >= 200_000_000,
+        "returned before the deadline: {} virtual ns",
+        sim.virtual_now_ns()
     );
     assert!(
         took < Duration::from_secs(5),

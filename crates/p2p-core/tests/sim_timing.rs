@@ -87,9 +87,10 @@ fn events_order_streams_in_virtual_time() {
     // SAFETY: as above.
     unsafe { driver.copy_htod_async(b, host, bytes, s2).unwrap() };
     driver.record_event(end, s2).unwrap();
+    // Event times exist once the events have run (CUDA: NOT_READY before).
+    driver.synchronize_stream(s2).unwrap();
     assert_close(driver.event_elapsed_ms(start, middle).unwrap(), copy);
     assert_close(driver.event_elapsed_ms(start, end).unwrap(), 2.0 * copy);
-    driver.synchronize_stream(s2).unwrap();
 
     // Not chained: two streams overlap.
     let (s3, s4) = (
@@ -103,6 +104,8 @@ fn events_order_streams_in_virtual_time() {
         driver.copy_dtoh_async(host, b, bytes, s4).unwrap();
     }
     driver.record_event(end, s4).unwrap();
+    driver.synchronize_stream(s3).unwrap();
+    driver.synchronize_stream(s4).unwrap();
     assert_close(driver.event_elapsed_ms(start, end).unwrap(), copy);
 
     // A host synchronize in between: the second copy starts after the first.
@@ -119,8 +122,8 @@ fn events_order_streams_in_virtual_time() {
     // SAFETY: as above.
     unsafe { driver.copy_htod_async(b, host, bytes, s6).unwrap() };
     driver.record_event(end, s6).unwrap();
-    assert_close(driver.event_elapsed_ms(start, end).unwrap(), 2.0 * copy);
     driver.synchronize_stream(s6).unwrap();
+    assert_close(driver.event_elapsed_ms(start, end).unwrap(), 2.0 * copy);
     // SAFETY: `host` is ours and nothing uses it now.
     unsafe { driver.free_pinned(host).unwrap() };
 }

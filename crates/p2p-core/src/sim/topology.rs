@@ -15,7 +15,8 @@
 //! both = true                     # optional, default false: the same for 1 -> 0
 //! claimed = true                  # optional, default true: what cuDeviceCanAccessPeer says
 //! gbps = 50.0                     # optional
-//! fault = "none"                  # optional: none | zeros | corrupt | drop-tail | hang | enable-fails
+//! fault = "none"                  # optional: none | zeros | corrupt | drop-tail | hang | late | enable-fails
+//! late_ms = 50                    # with fault = "late" only (required there): see Fault::Late
 //! ```
 //!
 //! Every mistake — bad TOML, an unknown key or fault, a peer naming a GPU
@@ -184,7 +185,22 @@ struct PeerTable {
     claimed: bool,
     gbps: Option<Spanned<f64>>,
     #[serde(default)]
-    fault: Fault,
+    fault: FaultName,
+    late_ms: Option<Spanned<u64>>,
+}
+
+/// A fault as the file spells it (`late` takes its time from `late_ms`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum FaultName {
+    #[default]
+    None,
+    Zeros,
+    Corrupt,
+    DropTail,
+    Hang,
+    Late,
+    EnableFails,
 }
 
 fn default_claimed() -> bool {
@@ -305,6 +321,27 @@ impl TopologyFile {
                 ));
             }
             let gbps = speed("gbps", peer.gbps.as_ref(), DEFAULT_PEER_GBPS)?;
+            let fault = match (peer.fault, &peer.late_ms) {
+                (FaultName::Late, Some(ms)) => Fault::Late { ms: *ms.get_ref() },
+                (FaultName::Late, None) => {
+                    return Err((
+                        Some(table.span()),
+                        "fault = \"late\" needs late_ms = N (virtual milliseconds past the copy's normal end)".to_string(),
+                    ))
+                }
+                (_, Some(ms)) => {
+                    return Err((
+                        Some(ms.span()),
+                        "late_ms is only for fault = \"late\"".to_string(),
+                    ))
+                }
+                (FaultName::None, None) => Fault::None,
+                (FaultName::Zeros, None) => Fault::Zeros,
+                (FaultName::Corrupt, None) => Fault::Corrupt,
+                (FaultName::DropTail, None) => Fault::DropTail,
+                (FaultName::Hang, None) => Fault::Hang,
+                (FaultName::EnableFails, None) => Fault::EnableFails,
+            };
             let directions: &[(usize, usize)] = if peer.both {
                 &[(from, to), (to, from)]
             } else {
@@ -325,7 +362,7 @@ impl TopologyFile {
                     to: b,
                     claimed: peer.claimed,
                     gbps,
-                    fault: peer.fault,
+                    fault,
                 });
             }
         }
