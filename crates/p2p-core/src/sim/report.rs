@@ -65,11 +65,19 @@ impl fmt::Display for Actor {
             AccessKind::Read => "reads",
             AccessKind::Write => "writes",
         };
-        write!(
-            f,
-            "{} ({access}) on {}, called by {} at driver call #{}",
-            self.what, self.on, self.called_by, self.call_number
-        )
+        if self.on == self.called_by {
+            write!(
+                f,
+                "{} ({access}) by {} at driver call #{}",
+                self.what, self.on, self.call_number
+            )
+        } else {
+            write!(
+                f,
+                "{} ({access}) on {}, queued by {} at driver call #{}",
+                self.what, self.on, self.called_by, self.call_number
+            )
+        }
     }
 }
 
