@@ -65,7 +65,7 @@ fn host_memory_is_read_when_the_copy_runs() {
     let driver = s.machine();
     let stream = driver.create_stream(1).unwrap();
     let dst = driver.alloc_device(1, 8, AllocKind::Plain).unwrap();
-    let mut host = vec![1u8; 8];
+    let mut host = [1u8; 8];
     // SAFETY: `host` lives until the synchronize below.
     unsafe {
         driver

@@ -242,9 +242,14 @@ impl Machine {
     }
 
     fn check_races(&mut self, op: &Op, agent: usize, epoch: u32, clock: &VClock) {
-        for touch in op.work.touches() {
-            if touch.space == Space::Host && op.host_detached {
-                continue;
+        for mut touch in op.work.touches() {
+            if touch.space == Space::Host {
+                if op.host_detached {
+                    continue;
+                }
+                if self.pinned.classify(touch.start as usize) == HostKind::Pageable {
+                    touch.space = Space::Pageable(op.queued_by);
+                }
             }
             let actor = Arc::new(self.actor(op, agent, &touch));
             let access = Access {

@@ -12,7 +12,7 @@ use super::fault::Fault;
 use super::host_memory::PinnedMemory;
 use super::ops::{StreamState, Streams};
 use super::options::{Execution, SimOptions};
-use super::race::{Agents, History, VClock};
+use super::race::{Agents, History, Space, VClock};
 use super::report::{AccessKind, Actor, ReportKind, Reports, SimReport};
 use super::scheduler::{Scheduler, SplitMix64};
 use super::topology::{Topology, DEFAULT_PEER_GBPS};
@@ -307,7 +307,15 @@ impl Machine {
         }
         let (space, start, len) = super::ops::range_parts(range);
         let checks_history = is_host || kind == ReportKind::FreeWhileInUse;
-        if checks_history {
+        if !checks_history {
+            return;
+        }
+        let spaces = if is_host {
+            vec![space, Space::Pageable(thread_agent)]
+        } else {
+            vec![space]
+        };
+        for space in spaces {
             let access = super::race::Access {
                 space,
                 start,
@@ -330,8 +338,6 @@ impl Machine {
                     second: Some((*host).clone()),
                 });
             }
-        }
-        if checks_history {
             self.history.forget(space, start, len);
         }
     }

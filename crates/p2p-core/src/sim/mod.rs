@@ -388,12 +388,15 @@ impl SimDriver {
 
     /// Everything the race detector and the memory checks have reported so far.
     pub fn reports(&self) -> Vec<SimReport> {
-        self.lock().reports.kept.clone()
+        let mut machine = self.lock();
+        machine.reports.looked_at = true;
+        machine.reports.kept.clone()
     }
 
     /// `Ok` if nothing has been reported; else every report and the seed that replays the schedule.
     pub fn check_clean(&self) -> std::result::Result<(), SimProblems> {
-        let machine = self.lock();
+        let mut machine = self.lock();
+        machine.reports.looked_at = true;
         if machine.reports.kept.is_empty() && machine.reports.dropped == 0 {
             return Ok(());
         }
@@ -480,6 +483,27 @@ pub fn builtin_topology() -> Topology {
     // failure here is a bug in this file, not something a user can cause.
     Topology::parse(BUILTIN_TOPOLOGY, Path::new("<builtin topology>"))
         .expect("the built-in topology parses")
+}
+
+impl Drop for SimDriver {
+    /// A machine dropped with problems nobody looked at says so on stderr
+    /// (a test that forgot [`SimDriver::check_clean`] still leaves a trace
+    /// under `--nocapture`).
+    fn drop(&mut self) {
+        let machine = self.lock();
+        if machine.reports.looked_at || machine.reports.kept.is_empty() {
+            return;
+        }
+        let problems = SimProblems {
+            seed: machine.seed,
+            reports: machine.reports.kept.clone(),
+            dropped: machine.reports.dropped,
+        };
+        eprintln!(
+            "simulated machine {:?} dropped unchecked: {problems}",
+            self.topology.machine_name
+        );
+    }
 }
 
 impl fmt::Debug for SimDriver {

@@ -99,7 +99,7 @@ pub(super) fn to_range(space: Space, start: u64, len: u64) -> MemRange {
             },
             len: len as usize,
         },
-        Space::Host => MemRange::Host {
+        Space::Host | Space::Pageable(_) => MemRange::Host {
             addr: start as usize,
             len: len as usize,
         },

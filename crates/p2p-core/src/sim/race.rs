@@ -104,7 +104,13 @@ impl Agents {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) enum Space {
     Device(usize),
+    /// Pinned host memory (the simulator sees it allocated and freed).
     Host,
+    /// Pageable host memory, as used by work that this host thread (agent)
+    /// queued. The simulator cannot see the caller's allocator: a address
+    /// one thread freed may be another thread's buffer a moment later, so
+    /// only accesses queued by the same thread are compared.
+    Pageable(usize),
 }
 
 #[derive(Clone, Debug)]

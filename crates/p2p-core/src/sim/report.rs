@@ -177,6 +177,8 @@ pub(super) const MAX_REPORTS: usize = 500;
 pub(super) struct Reports {
     pub(super) kept: Vec<SimReport>,
     pub(super) dropped: u64,
+    /// Someone asked for the reports (so dropping the machine need not print them).
+    pub(super) looked_at: bool,
 }
 
 impl Reports {

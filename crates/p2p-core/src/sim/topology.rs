@@ -1,27 +1,6 @@
 //! Topology files of simulated machines: the TOML format, its defaults, and its validation.
 //!
-//! ```toml
-//! [machine]
-//! name = "4 x RTX 4090 on PCIe"   # optional
-//! driver_version = 12080          # optional; part of the cache fingerprint
-//! [[gpu]]                         # ordinal = order of the [[gpu]] tables
-//! name = "Sim RTX 4090"           # optional
-//! pci = "0000:01:00.0"            # optional
-//! memory_mib = 24576              # optional
-//! host_gbps = 25.0                # optional; pinned copy speed to and from host
-//! [[peer]]                        # a pair with no entry is not claimed
-//! from = 0
-//! to = 1
-//! both = true                     # optional, default false: the same for 1 -> 0
-//! claimed = true                  # optional, default true: what cuDeviceCanAccessPeer says
-//! gbps = 50.0                     # optional
-//! fault = "none"                  # optional: none | zeros | corrupt | drop-tail | hang | late | enable-fails
-//! late_ms = 50                    # with fault = "late" only (required there): see Fault::Late
-//! ```
-//!
-//! Every mistake — bad TOML, an unknown key or fault, a peer naming a GPU
-//! that does not exist, a pair given twice — is an [`Error::Topology`] that
-//! names the file, line and column.
+//! The format is documented on [`Topology`].
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -50,7 +29,31 @@ pub const SIM_COPY_ENGINES: u32 = 2;
 
 const MIB: u64 = 1 << 20;
 
-/// A simulated machine, validated, with every default filled in.
+/// A simulated machine, validated, with every default filled in: what a
+/// topology file (TOML) describes.
+///
+/// ```toml
+/// [machine]
+/// name = "4 x RTX 4090 on PCIe"   # optional
+/// driver_version = 12080          # optional; part of the cache fingerprint
+/// [[gpu]]                         # ordinal = order of the [[gpu]] tables
+/// name = "Sim RTX 4090"           # optional
+/// pci = "0000:01:00.0"            # optional
+/// memory_mib = 24576              # optional
+/// host_gbps = 25.0                # optional; pinned copy speed to and from host
+/// [[peer]]                        # a pair with no entry is not claimed
+/// from = 0
+/// to = 1
+/// both = true                     # optional, default false: the same for 1 -> 0
+/// claimed = true                  # optional, default true: what cuDeviceCanAccessPeer says
+/// gbps = 50.0                     # optional
+/// fault = "none"                  # optional: none | zeros | corrupt | drop-tail | hang | late | enable-fails
+/// late_ms = 50                    # with fault = "late" only (required there): see Fault::Late
+/// ```
+///
+/// Every mistake — bad TOML, an unknown key or fault, a peer naming a GPU
+/// that does not exist, a pair given twice — is an [`Error::Topology`] that
+/// names the file, line and column.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Topology {
     pub machine_name: String,

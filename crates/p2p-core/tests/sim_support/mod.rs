@@ -25,7 +25,7 @@ impl Seeded {
         }
     }
 
-    /// Fails if any machine made through [`Seeded::from_toml`] reported a problem.
+    /// Fails if any machine made through [`Seeded::sim_of`] reported a problem.
     pub(crate) fn check(&self) {
         for sim in self.machines.borrow().iter() {
             if let Err(problems) = sim.check_clean() {
@@ -35,7 +35,7 @@ impl Seeded {
     }
 
     /// A deferred machine of `text` under this run's seed, checked clean when the body returns.
-    pub(crate) fn from_toml(&self, text: &str) -> Arc<SimDriver> {
+    pub(crate) fn sim_of(&self, text: &str) -> Arc<SimDriver> {
         let topology = Topology::parse(text, Path::new("test.toml")).unwrap();
         let sim = Arc::new(SimDriver::with_options(
             topology,
@@ -47,12 +47,12 @@ impl Seeded {
 
     /// [`THREE_GPUS`], checked clean when the body returns.
     pub(crate) fn machine(&self) -> Arc<SimDriver> {
-        self.from_toml(THREE_GPUS)
+        self.sim_of(THREE_GPUS)
     }
 
     /// The built-in machine, checked clean when the body returns.
     pub(crate) fn builtin(&self) -> Arc<SimDriver> {
-        self.from_toml(p2p_core::sim::BUILTIN_TOPOLOGY)
+        self.sim_of(p2p_core::sim::BUILTIN_TOPOLOGY)
     }
 
     /// A machine of `text` for a test that makes problems on purpose: not checked.
