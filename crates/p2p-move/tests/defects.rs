@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use common::watched::Watched;
 use common::*;
+use p2p_core::memory::Stream;
 use p2p_core::{AllocKind, Config, DisabledPairs, Driver, PeerTable};
-use p2p_move::{Mover, Policy, Route};
+use p2p_move::{Mover, Policy, Route, StreamOrder};
 
 fn staged_mover(driver: Arc<dyn Driver>) -> Mover {
     let config = Config {
@@ -95,4 +96,167 @@ fn staging_bytes_match_the_live_buffers_after_failures() {
     );
     mover.copy(&src, &mut dst).unwrap();
     assert_bytes(&read(&driver, &dst), &data, "works after failures");
+}
+
+fn mover_with(driver: &Arc<dyn Driver>, disabled: &str) -> Mover {
+    let config = Config {
+        disabled: DisabledPairs::parse(disabled).unwrap(),
+        ..test_config()
+    };
+    let policy = Policy {
+        chunk_bytes: 64 << 10,
+        min_chunk_bytes: 64 << 10,
+        small_copy_bytes: 4 << 10,
+        ..Policy::default()
+    };
+    Mover::new(Arc::new(PeerTable::new(driver.clone(), config)), policy).unwrap()
+}
+
+/// #8.6a: work queued on `src_stream` after the move waits for the copy,
+/// so overwriting the source there at once is safe (peer, staged, via).
+#[test]
+fn src_stream_waits_for_the_copy() {
+    for_each_seed(|sim| {
+        let driver: Arc<dyn Driver> = sim.clone();
+        for (disabled, route) in [
+            ("none", Route::Peer),
+            ("all", Route::Staged),
+            ("0<->1", Route::Via { gpu: 2 }),
+        ] {
+            let mover = mover_with(&driver, disabled);
+            let data = pattern((1 << 20) + 5, 3);
+            let src = device_with(&driver, 0, &data, AllocKind::Plain);
+            let mut dst = device_with(&driver, 1, &complement(&data), AllocKind::Plain);
+            let producer = Stream::new(&driver, 0).unwrap();
+            let order = StreamOrder {
+                src_stream: Some(producer.id()),
+                dst_stream: None,
+            };
+            let src_addr = src.ptr();
+            // SAFETY: the transfer is waited for below.
+            let transfer = unsafe { mover.copy_async(&src, &mut dst, order) }.unwrap();
+            assert_eq!(transfer.plan().route, route);
+            // SAFETY: the producer stream reuses the source only after the
+            // copy, as the order promises; `src` outlives the synchronize.
+            unsafe {
+                driver
+                    .memset_async(src_addr, 0xEE, data.len(), producer.id())
+                    .unwrap()
+            };
+            producer.synchronize().unwrap();
+            transfer.wait().unwrap();
+            assert_bytes(
+                &read(&driver, &dst),
+                &data,
+                "the copy read the source before its reuse",
+            );
+        }
+    });
+}
+
+/// #8.6b: a host read of the source honours `src_stream`: a pageable
+/// upload of host memory that the caller's download is still writing.
+#[test]
+fn host_reads_wait_for_src_stream() {
+    for_each_seed(|sim| {
+        let driver: Arc<dyn Driver> = sim.clone();
+        let mover = mover_with(&driver, "none");
+        let data = pattern(300_000, 4);
+        let on_device = device_with(&driver, 0, &data, AllocKind::Plain);
+        let mut host = vec![0u8; data.len()];
+        let mut dst = device_with(&driver, 1, &complement(&data), AllocKind::Plain);
+        let producer = Stream::new(&driver, 0).unwrap();
+        // SAFETY: `host` outlives the transfer's wait below, which follows the producer.
+        unsafe {
+            driver
+                .copy_dtoh_async(
+                    host.as_mut_ptr(),
+                    on_device.ptr(),
+                    data.len(),
+                    producer.id(),
+                )
+                .unwrap()
+        };
+        let order = StreamOrder {
+            src_stream: Some(producer.id()),
+            dst_stream: None,
+        };
+        // SAFETY: the transfer is waited for below.
+        let transfer = unsafe { mover.copy_async(&host, &mut dst, order) }.unwrap();
+        transfer.wait().unwrap();
+        producer.synchronize().unwrap();
+        assert_bytes(
+            &read(&driver, &dst),
+            &data,
+            "the upload read the downloaded bytes",
+        );
+    });
+}
+
+/// #8.6c: a same-device copy waits for the caller's streams.
+#[test]
+fn same_device_copies_wait_for_the_caller() {
+    for_each_seed(|sim| {
+        let driver: Arc<dyn Driver> = sim.clone();
+        let mover = mover_with(&driver, "none");
+        let len = 100_000;
+        let src = device_with(&driver, 0, &pattern(len, 5), AllocKind::Plain);
+        let mut dst = device_with(&driver, 0, &pattern(len, 6), AllocKind::Plain);
+        let producer = Stream::new(&driver, 0).unwrap();
+        // SAFETY: `src` outlives the synchronize below.
+        unsafe {
+            driver
+                .memset_async(src.ptr(), 0x77, len, producer.id())
+                .unwrap()
+        };
+        let order = StreamOrder {
+            src_stream: Some(producer.id()),
+            dst_stream: None,
+        };
+        // SAFETY: the transfer is waited for below.
+        let transfer = unsafe { mover.copy_async(&src, &mut dst, order) }.unwrap();
+        assert_eq!(transfer.plan().route, Route::NoOp);
+        transfer.wait().unwrap();
+        producer.synchronize().unwrap();
+        assert!(
+            read(&driver, &dst).iter().all(|&b| b == 0x77),
+            "copied after the memset"
+        );
+    });
+}
+
+/// #8.4: after a copy hangs, its streams are retired and a later move from
+/// the same device does not queue behind it.
+#[test]
+fn a_hang_does_not_block_later_moves() {
+    let sim = sim_seeded(p2p_core::sim::DEFAULT_SEED);
+    let driver: Arc<dyn Driver> = sim.clone();
+    let mover = mover_with(&driver, "none");
+    let data = pattern(4096, 7);
+    let src = device_with(&driver, 0, &data, AllocKind::Plain);
+    let mut dst = device_with(&driver, 1, &complement(&data), AllocKind::Plain);
+    mover.copy(&src, &mut dst).unwrap();
+    sim.set_peer_fault(0, 1, p2p_core::sim::Fault::Hang)
+        .unwrap();
+    // SAFETY: both buffers are leaked below: the hung copy may use them for ever.
+    let completion = unsafe {
+        mover.copy_raw_async(
+            p2p_move::RawBytes::Device(src.ptr()),
+            p2p_move::RawBytes::Device(dst.ptr()),
+            data.len(),
+            StreamOrder::default(),
+        )
+    }
+    .unwrap();
+    assert!(matches!(
+        completion.wait(),
+        Err(p2p_move::Error::Core(p2p_core::Error::Timeout { .. }))
+    ));
+    assert!(mover.retired_streams() >= 1, "the hung stream is retired");
+    // cuda:0 -> cuda:2 goes out on cuda:0's outbound stream too.
+    let mut other = device_with(&driver, 2, &complement(&data), AllocKind::Plain);
+    mover.copy(&src, &mut other).unwrap();
+    assert_bytes(&read(&driver, &other), &data, "a later move from cuda:0");
+    std::mem::forget(src);
+    std::mem::forget(dst);
 }

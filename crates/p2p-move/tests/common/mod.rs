@@ -79,7 +79,10 @@ pub(crate) fn for_each_seed(body: impl Fn(Arc<SimDriver>)) {
         impl Drop for SeedOnPanic {
             fn drop(&mut self) {
                 if std::thread::panicking() {
-                    eprintln!("(failed under schedule seed {0}: replay with P2P_SIM_SEED={0})", self.0);
+                    eprintln!(
+                        "(failed under schedule seed {0}: replay with P2P_SIM_SEED={0})",
+                        self.0
+                    );
                 }
             }
         }
