@@ -2,7 +2,11 @@
 
 use std::sync::Arc;
 
-use p2p_core::{Backend, Config, CudaDriver, Driver, PeerTable, SimDriver};
+use p2p_core::config::ENV_DISABLE;
+use p2p_core::{Backend, Config, CudaDriver, Driver, Error, PeerTable, SimDriver};
+
+/// Topology files larger than this are refused unread (1000 GPUs take ~100 KiB).
+const MAX_TOPOLOGY_BYTES: u64 = 16 << 20;
 
 use crate::MachineArgs;
 
@@ -18,6 +22,16 @@ pub(crate) enum CliError {
     Move(#[from] p2p_move::Error),
     #[error("writing JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// A topology file that describes no GPU (empty, or only comments).
+    #[error("{}: describes no GPU; add a [[gpu]] table for each simulated GPU", path.display())]
+    EmptyTopology { path: std::path::PathBuf },
+    /// A command-line value that cannot work on this machine.
+    #[error("{option} {value}: {message}")]
+    BadValue {
+        option: &'static str,
+        value: String,
+        message: String,
+    },
 }
 
 impl CliError {
@@ -53,7 +67,8 @@ pub(crate) fn open(args: &MachineArgs) -> Result<Machine, CliError> {
     config.reprobe |= args.reprobe;
     config.probe.thorough |= args.thorough;
     if let Some(ms) = args.probe_timeout_ms {
-        config.probe.deadline = std::time::Duration::from_millis(ms.max(1));
+        // clap refuses 0: a probe that may take no time declares every pair hung.
+        config.probe.deadline = std::time::Duration::from_millis(ms);
     }
     let (driver, notice, name): (Arc<dyn Driver>, _, _) = if let Some(path) = &args.sim {
         if args.require_gpu {
@@ -62,7 +77,7 @@ pub(crate) fn open(args: &MachineArgs) -> Result<Machine, CliError> {
                 path.display()
             )));
         }
-        let sim = SimDriver::from_file(path)?;
+        let sim = open_topology(path)?;
         let name = sim.machine_name().to_string();
         (
             Arc::new(sim),
@@ -89,11 +104,34 @@ pub(crate) fn open(args: &MachineArgs) -> Result<Machine, CliError> {
             }
         }
     };
+    // Pairs naming GPUs this machine lacks are a typo, not a no-op.
+    config
+        .disabled
+        .check_devices(driver.device_count())
+        .map_err(|message| Error::InvalidEnv {
+            name: ENV_DISABLE,
+            value: std::env::var(ENV_DISABLE).unwrap_or_default(),
+            message,
+        })?;
     Ok(Machine {
         table: Arc::new(PeerTable::new(driver, config)),
         notice,
         name,
     })
+}
+
+/// A topology file: a regular file of bounded size (a FIFO or `/dev/zero`
+/// would hang or fill memory), describing at least one GPU.
+fn open_topology(path: &std::path::Path) -> Result<SimDriver, CliError> {
+    let text =
+        p2p_core::files::read_regular_file(path, MAX_TOPOLOGY_BYTES, "reading topology file")?;
+    let sim = SimDriver::from_toml_str(&text, path)?;
+    if sim.device_count() == 0 {
+        return Err(CliError::EmptyTopology {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(sim)
 }
 
 fn describe_real(cuda: &CudaDriver) -> String {
