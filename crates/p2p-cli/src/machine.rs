@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use p2p_core::config::ENV_DISABLE;
+use p2p_core::sim::{builtin_topology, SimOptions, Topology};
 use p2p_core::{Backend, Config, CudaDriver, Driver, Error, PeerTable, SimDriver};
 
 /// Topology files larger than this are refused unread (1000 GPUs take ~100 KiB).
@@ -49,6 +50,8 @@ pub(crate) struct Machine {
     /// Why we are on a simulated machine, if we are (for the banner).
     pub(crate) notice: Option<String>,
     pub(crate) name: String,
+    /// The simulated machine, when it is one (for its race reports).
+    pub(crate) sim: Option<Arc<SimDriver>>,
 }
 
 impl Machine {
@@ -70,6 +73,11 @@ pub(crate) fn open(args: &MachineArgs) -> Result<Machine, CliError> {
         // clap refuses 0: a probe that may take no time declares every pair hung.
         config.probe.deadline = std::time::Duration::from_millis(ms);
     }
+    let mut options = SimOptions::default();
+    if let Some(seed) = args.schedule_seed {
+        options = options.seed(seed);
+    }
+    let mut simulated = None;
     let (driver, notice, name): (Arc<dyn Driver>, _, _) = if let Some(path) = &args.sim {
         if args.require_gpu {
             return Err(CliError::NoGpu(format!(
@@ -77,10 +85,11 @@ pub(crate) fn open(args: &MachineArgs) -> Result<Machine, CliError> {
                 path.display()
             )));
         }
-        let sim = open_topology(path)?;
+        let sim = Arc::new(SimDriver::with_options(open_topology(path)?, options));
         let name = sim.machine_name().to_string();
+        simulated = Some(sim.clone());
         (
-            Arc::new(sim),
+            sim,
             Some(format!("simulated machine from {}", path.display())),
             name,
         )
@@ -94,13 +103,14 @@ pub(crate) fn open(args: &MachineArgs) -> Result<Machine, CliError> {
                 return Err(CliError::NoGpu(format!("no usable GPU: {err}")));
             }
             Err(err) => {
-                let sim = SimDriver::builtin();
+                let sim = Arc::new(SimDriver::with_options(builtin_topology(), options));
                 let name = sim.machine_name().to_string();
+                simulated = Some(sim.clone());
                 let notice = format!(
                     "{err}\nShowing the built-in SIMULATED machine instead (4 GPUs, one broken pair); \
                      use --require-gpu to fail instead, or --sim FILE for your own topology."
                 );
-                (Arc::new(sim), Some(notice), name)
+                (sim, Some(notice), name)
             }
         }
     };
@@ -117,21 +127,22 @@ pub(crate) fn open(args: &MachineArgs) -> Result<Machine, CliError> {
         table: Arc::new(PeerTable::new(driver, config)),
         notice,
         name,
+        sim: simulated,
     })
 }
 
 /// A topology file: a regular file of bounded size (a FIFO or `/dev/zero`
 /// would hang or fill memory), describing at least one GPU.
-fn open_topology(path: &std::path::Path) -> Result<SimDriver, CliError> {
+fn open_topology(path: &std::path::Path) -> Result<Topology, CliError> {
     let text =
         p2p_core::files::read_regular_file(path, MAX_TOPOLOGY_BYTES, "reading topology file")?;
-    let sim = SimDriver::from_toml_str(&text, path)?;
-    if sim.device_count() == 0 {
+    let topology = Topology::parse(&text, path)?;
+    if topology.gpus.is_empty() {
         return Err(CliError::EmptyTopology {
             path: path.to_path_buf(),
         });
     }
-    Ok(sim)
+    Ok(topology)
 }
 
 fn describe_real(cuda: &CudaDriver) -> String {
