@@ -361,6 +361,7 @@ fn raw_to_handle<T>(raw: u64) -> *mut T {
 
 #[cfg(test)]
 mod tests {
+    use super::ffi::CUresult;
     use super::*;
 
     #[test]
@@ -413,6 +414,34 @@ mod tests {
                 );
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn cudarc_errors_convert_with_their_code_and_name() {
+        let err = Error::from(cudarc::driver::DriverError(
+            CUresult::CUDA_ERROR_PEER_ACCESS_UNSUPPORTED,
+        ));
+        match err {
+            Error::Cuda { call, code, name } => {
+                assert_eq!(call, "a cudarc call");
+                assert_eq!(code, CUresult::CUDA_ERROR_PEER_ACCESS_UNSUPPORTED as u32);
+                assert_eq!(name, "CUDA_ERROR_PEER_ACCESS_UNSUPPORTED");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_batched_copy_is_compiled_exactly_where_the_bindings_have_it() {
+        // The default bindings (12.8) have it; 13.x renames it; older ones lack it.
+        let symbol = ffi::copy::BATCH_SYMBOL.map(|s| s.to_str().unwrap_or("?"));
+        if cfg!(cuda_at_least_13000) {
+            assert_eq!(symbol, Some("cuMemcpyBatchAsync_v2"));
+        } else if cfg!(cuda_at_least_12080) {
+            assert_eq!(symbol, Some("cuMemcpyBatchAsync"));
+        } else {
+            assert_eq!(symbol, None);
         }
     }
 }
