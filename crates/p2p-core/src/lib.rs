@@ -54,9 +54,9 @@ pub mod sim;
 mod table;
 mod verdict;
 
-pub use cudarc;
 pub use config::{CacheSetting, Config, DisabledPairs};
 pub use cuda::CudaDriver;
+pub use cudarc;
 pub use device::{DeviceInfo, PeerClaim};
 pub use driver::{
     poll_until, AllocKind, Backend, CopyDesc, DeviceAddr, Driver, EventId, MemRange, PoolId,

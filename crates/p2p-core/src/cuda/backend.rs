@@ -383,4 +383,3 @@ impl Driver for CudaDriver {
         unsafe { ffi::stream::synchronize(raw_to_handle(stream.raw)) }
     }
 }
-

@@ -24,7 +24,9 @@ pub(in crate::cuda) fn current() -> Result<CUcontext> {
 /// `context` is null or a live context.
 pub(in crate::cuda) unsafe fn set_current(context: CUcontext) -> Result<()> {
     // SAFETY: the caller promises the context is live (or null).
-    named("cuCtxSetCurrent", unsafe { result::ctx::set_current(context) })
+    named("cuCtxSetCurrent", unsafe {
+        result::ctx::set_current(context)
+    })
 }
 
 /// `cuCtxGetDevice`: the device of the thread's current context (cudarc has no wrapper).
@@ -34,7 +36,9 @@ pub(in crate::cuda) unsafe fn set_current(context: CUcontext) -> Result<()> {
 pub(in crate::cuda) unsafe fn current_device() -> Result<CUdevice> {
     let mut device: CUdevice = 0;
     // SAFETY: the out-pointer is a live local; the caller promises a current context.
-    check("cuCtxGetDevice", unsafe { sys::cuCtxGetDevice(&mut device) })?;
+    check("cuCtxGetDevice", unsafe {
+        sys::cuCtxGetDevice(&mut device)
+    })?;
     Ok(device)
 }
 

@@ -38,7 +38,9 @@ pub(in crate::cuda) unsafe fn destroy(event: CUevent) -> Result<()> {
 /// `event` and `stream` (or null) are live and of the current context.
 pub(in crate::cuda) unsafe fn record(event: CUevent, stream: CUstream) -> Result<()> {
     // SAFETY: the caller's contract.
-    named("cuEventRecord", unsafe { result::event::record(event, stream) })
+    named("cuEventRecord", unsafe {
+        result::event::record(event, stream)
+    })
 }
 
 /// `cuEventQuery`: `true` once the work before the event has finished,

@@ -35,11 +35,11 @@ pub(super) mod memory;
 pub(super) mod peer;
 pub(super) mod stream;
 
-use cudarc::driver::DriverError;
 pub(super) use cudarc::driver::sys::{
     CUcontext, CUdevice, CUdevice_P2PAttribute, CUdevice_attribute, CUdeviceptr, CUevent,
     CUmemoryPool, CUresult, CUstream,
 };
+use cudarc::driver::DriverError;
 pub(super) use library::{has_symbol, library_present};
 
 use crate::{Error, Result};

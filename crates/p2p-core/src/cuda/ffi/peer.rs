@@ -6,7 +6,9 @@ use std::ffi::c_int;
 
 use cudarc::driver::sys;
 
-use super::{check, cuda_error, CUcontext, CUdevice, CUdevice_P2PAttribute, CUmemoryPool, CUresult};
+use super::{
+    check, cuda_error, CUcontext, CUdevice, CUdevice_P2PAttribute, CUmemoryPool, CUresult,
+};
 use crate::Result;
 
 /// `cuDeviceCanAccessPeer`: whether `device` can access memory of `peer`.
@@ -75,7 +77,10 @@ pub(super) fn device_location(ordinal: c_int) -> sys::CUmemLocation {
 ///
 /// # Safety
 /// `pool` is a live pool handle.
-pub(in crate::cuda) unsafe fn pool_set_access(pool: CUmemoryPool, accessor: CUdevice) -> Result<()> {
+pub(in crate::cuda) unsafe fn pool_set_access(
+    pool: CUmemoryPool,
+    accessor: CUdevice,
+) -> Result<()> {
     let desc = sys::CUmemAccessDesc {
         location: device_location(accessor),
         flags: sys::CUmemAccess_flags::CU_MEM_ACCESS_FLAGS_PROT_READWRITE,

@@ -20,7 +20,9 @@ pub(in crate::cuda) fn create_non_blocking() -> Result<CUstream> {
 /// `stream` is a live stream (not the null stream), destroyed once, used no more.
 pub(in crate::cuda) unsafe fn destroy(stream: CUstream) -> Result<()> {
     // SAFETY: the caller's contract.
-    named("cuStreamDestroy", unsafe { result::stream::destroy(stream) })
+    named("cuStreamDestroy", unsafe {
+        result::stream::destroy(stream)
+    })
 }
 
 /// `cuStreamSynchronize`.
@@ -41,7 +43,11 @@ pub(in crate::cuda) unsafe fn synchronize(stream: CUstream) -> Result<()> {
 pub(in crate::cuda) unsafe fn wait_event(stream: CUstream, event: CUevent) -> Result<()> {
     // SAFETY: the caller's contract.
     named("cuStreamWaitEvent", unsafe {
-        result::stream::wait_event(stream, event, sys::CUevent_wait_flags::CU_EVENT_WAIT_DEFAULT)
+        result::stream::wait_event(
+            stream,
+            event,
+            sys::CUevent_wait_flags::CU_EVENT_WAIT_DEFAULT,
+        )
     })
 }
 
