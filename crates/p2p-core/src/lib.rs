@@ -14,6 +14,14 @@
 //! that a crate using cudarc itself builds both against the same version:
 //! such a crate turns off the default and names its own version here. The
 //! crate re-exports the [`cudarc`] it was built with.
+//!
+//! Linking: p2p-core asks cudarc for `fallback-dynamic-loading`, which loads
+//! `libcuda` at run time (no driver: [`Error::NoDriver`], never a failure to
+//! start) unless another crate in the build asks cudarc for
+//! `dynamic-linking` or `static-linking`; cudarc's build script accepts the
+//! fallback beside either (it refuses only `dynamic-loading` together with
+//! `dynamic-linking`, a pair p2p-core never asks for). A program that links
+//! the driver fails to start without one, as it would without p2p-core.
 
 #[cfg(not(any(
     feature = "cuda-11040",
