@@ -85,7 +85,7 @@ pub(crate) fn open(args: &MachineArgs) -> Result<Machine, CliError> {
                 path.display()
             )));
         }
-        let sim = Arc::new(SimDriver::with_options(open_topology(path)?, options));
+        let sim = Arc::new(open_topology(path, options)?);
         let name = sim.machine_name().to_string();
         simulated = Some(sim.clone());
         (
@@ -133,16 +133,16 @@ pub(crate) fn open(args: &MachineArgs) -> Result<Machine, CliError> {
 
 /// A topology file: a regular file of bounded size (a FIFO or `/dev/zero`
 /// would hang or fill memory), describing at least one GPU.
-fn open_topology(path: &std::path::Path) -> Result<Topology, CliError> {
+fn open_topology(path: &std::path::Path, options: SimOptions) -> Result<SimDriver, CliError> {
     let text =
         p2p_core::files::read_regular_file(path, MAX_TOPOLOGY_BYTES, "reading topology file")?;
-    let topology = Topology::parse(&text, path)?;
-    if topology.gpus.is_empty() {
+    let sim = SimDriver::with_options(Topology::parse(&text, path)?, options);
+    if sim.device_count() == 0 {
         return Err(CliError::EmptyTopology {
             path: path.to_path_buf(),
         });
     }
-    Ok(topology)
+    Ok(sim)
 }
 
 fn describe_real(cuda: &CudaDriver) -> String {
