@@ -18,6 +18,9 @@ pub(crate) enum CliError {
     Move(#[from] p2p_move::Error),
     #[error("writing JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// Arguments that cannot be used together or name nothing.
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl CliError {
