@@ -120,10 +120,30 @@ impl Row {
         }
     }
 
+    /// The route the row measures, from its label: `peer`, `staged`,
+    /// `host-to-device`, `via cuda:2` (batches are peer copies).
+    pub fn route_name(&self) -> String {
+        let label = self.route.as_str();
+        if label.starts_with("via ") {
+            label.split(" (").next().unwrap_or(label).to_string()
+        } else if label.starts_with("peer") || label.starts_with("batch") {
+            "peer".into()
+        } else if label.starts_with("staged") {
+            "staged".into()
+        } else if label.starts_with("host to device") {
+            "host-to-device".into()
+        } else if label.starts_with("device to host") {
+            "device-to-host".into()
+        } else {
+            label.to_string()
+        }
+    }
+
     fn cells(&self) -> Vec<String> {
         vec![
             self.route.clone(),
             self.size.clone(),
+            self.route_name(),
             figure(self.show, self.bytes, self.ours),
             figure(self.show, self.bytes, self.baseline),
             self.baseline_name.clone(),
@@ -154,16 +174,18 @@ pub fn format_time(time: Duration) -> String {
     }
 }
 
-/// Column headers of the results table.
-pub const ROW_HEADERS: [&str; 8] = [
-    "route",
+/// Column headers of the results table: the comparison columns of a
+/// benchmark result file (`case` is the row's label, `met` its outcome).
+pub const ROW_HEADERS: [&str; 9] = [
+    "case",
     "size",
+    "route",
     "ours",
     "baseline",
     "baseline is",
     "ratio",
     "target",
-    "result",
+    "met",
 ];
 
 /// A table of text cells, rendered padded for a terminal or as markdown.
@@ -338,9 +360,12 @@ mod tests {
         let text = table.to_text();
         assert!(text.lines().count() == 3 && text.contains("met"), "{text}");
         let markdown = table.to_markdown();
-        assert!(markdown.starts_with("| route | size |"), "{markdown}");
         assert!(
-            markdown.contains("| peer | 4 KiB | 10.0 µs | 9.0 µs | raw | 0.90 |"),
+            markdown.starts_with("| case | size | route |"),
+            "{markdown}"
+        );
+        assert!(
+            markdown.contains("| peer | 4 KiB | peer | 10.0 µs | 9.0 µs | raw | 0.90 |"),
             "{markdown}"
         );
     }

@@ -78,6 +78,9 @@ enum Command {
         verbose: bool,
         #[arg(long)]
         json: bool,
+        /// Also write the matrices as markdown tables to FILE (for benchmark result files).
+        #[arg(long, value_name = "FILE")]
+        markdown: Option<PathBuf>,
     },
     /// Print shell settings for other peer-to-peer users (NCCL, CUDA_VISIBLE_DEVICES) from the verdicts.
     Env {
@@ -149,6 +152,7 @@ fn main() -> ExitCode {
             pair,
             verbose,
             json,
+            markdown,
         } => {
             let options = bench::BenchOptions {
                 cases,
@@ -157,7 +161,7 @@ fn main() -> ExitCode {
                 pair,
                 verbose,
             };
-            bench::run(&machine, &options, json)
+            bench::run(&machine, &options, json, markdown.as_deref())
         }
         Command::Env { machine, json } => env_cmd::run(&machine, json),
         Command::Plan {

@@ -16,6 +16,7 @@ mod sides;
 mod timing;
 
 use std::io::IsTerminal;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -82,6 +83,7 @@ pub(crate) fn run(
     args: &MachineArgs,
     options: &BenchOptions,
     json: bool,
+    markdown: Option<&Path>,
 ) -> Result<ExitCode, CliError> {
     let chosen = cases::choose(&options.cases)?;
     if options.iterations == 0 {
@@ -106,6 +108,11 @@ pub(crate) fn run(
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         output::print_text(options, &results);
+    }
+    if let Some(path) = markdown {
+        std::fs::write(path, output::markdown(&machine, options, &results)).map_err(|err| {
+            CliError::Usage(format!("writing --markdown {}: {err}", path.display()))
+        })?;
     }
     for result in &results {
         for mismatch in &result.mismatches {

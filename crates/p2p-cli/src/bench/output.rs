@@ -283,3 +283,74 @@ pub(super) fn document(machine: &Machine, options: &BenchOptions, results: &[Cas
         "passed": results.iter().all(|r| r.status() != Status::Error),
     })
 }
+
+/// Every case as a markdown table (for benchmark result files), with its n/a reasons and failures below it.
+pub(super) fn markdown(
+    machine: &Machine,
+    options: &BenchOptions,
+    results: &[CaseResult],
+) -> String {
+    let mut out = format!(
+        "# p2p bench: {} (CUDA driver {})\n",
+        machine.name,
+        driver_version(machine.driver().driver_version())
+    );
+    for result in results {
+        let case = result.case;
+        let unit = if case.latency { "µs per copy" } else { "GB/s" };
+        out += &format!(
+            "\n## {}: {}, {}, {unit}, median of {}; {}\n\n",
+            case.name,
+            case.what,
+            format_size(result.bytes),
+            options.iterations,
+            result.status().name()
+        );
+        let header: Vec<String> = std::iter::once("from \\ to".to_string())
+            .chain(result.columns.iter().cloned())
+            .collect();
+        out += &format!(
+            "| {} |\n|{}|\n",
+            header.join(" | "),
+            vec!["---"; header.len()].join("|")
+        );
+        for (label, cells) in result.rows.iter().zip(&result.cells) {
+            let cells: Vec<String> = cells
+                .iter()
+                .map(|c| cell_text(c, options.verbose))
+                .collect();
+            out += &format!("| {label} | {} |\n", cells.join(" | "));
+        }
+        let mut notes = Vec::new();
+        if let Some(reason) = &result.waived {
+            notes.push(format!("waived: {reason}"));
+        }
+        notes.extend(result.errors.iter().map(|e| format!("ERROR: {e}")));
+        for (row, cells) in result.rows.iter().zip(&result.cells) {
+            for (column, cell) in result.columns.iter().zip(cells) {
+                match cell {
+                    Cell::NotAvailable(why) => notes.push(format!("n/a {row} -> {column}: {why}")),
+                    Cell::Failed(why) => notes.push(format!("FAILED {row} -> {column}: {why}")),
+                    Cell::Wrong(lines) => notes.extend(
+                        lines
+                            .iter()
+                            .map(|l| format!("WRONG BYTES {row} -> {column}: {l}")),
+                    ),
+                    Cell::Measured {
+                        route: Some(route), ..
+                    } => notes.push(format!("route {row} -> {column}: {route}")),
+                    _ => {}
+                }
+            }
+        }
+        if let Some((sum, min, max)) = summary(&result.figures()) {
+            notes.push(format!("sum {sum:.2}, min {min:.2}, max {max:.2}"));
+        }
+        if !notes.is_empty() {
+            out += "\n";
+            out += &notes.join(". ");
+            out += "\n";
+        }
+    }
+    out
+}
