@@ -38,6 +38,10 @@ with them. A test of `cargo xtask test` checks that it is up to date.
 decimal. Compare figures only within one run: the GPU machines are shared,
 and some rows (pageable host memory, batches) move by tens of percent between
 runs.
+
+On CPUs, `cargo xtask bench` runs the criterion benchmarks of
+`benches/benches/` (the planner on an 8-GPU verdict matrix, and whole moves on
+the simulated machine): they measure the library's own overhead, not hardware.
 ";
 
 /// Reads every `*.tsv` under `dir`, sorted by file name.
@@ -53,9 +57,14 @@ pub(crate) fn read_results(dir: &Path) -> Result<Vec<(String, ResultFile)>> {
         .map(|path| {
             let name = format!(
                 "{RESULTS_DIR}/{}",
-                path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+                path.file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default()
             );
-            Ok((name.clone(), ResultFile::parse(&read_to_string(path)?, &name)?))
+            Ok((
+                name.clone(),
+                ResultFile::parse(&read_to_string(path)?, &name)?,
+            ))
         })
         .collect()
 }
@@ -78,7 +87,9 @@ pub(crate) fn render(results: &[(String, ResultFile)]) -> String {
                 "\n### {}, commit `{}`{}\n\n",
                 run.date,
                 run.commit,
-                run.title.as_ref().map_or(String::new(), |t| format!(": {t}"))
+                run.title
+                    .as_ref()
+                    .map_or(String::new(), |t| format!(": {t}"))
             );
             out += &format!(
                 "{} × {}, driver {}. Result file: `{name}`.\n",
@@ -86,7 +97,11 @@ pub(crate) fn render(results: &[(String, ResultFile)]) -> String {
                 run.card,
                 run.driver
             );
-            let (met, missed) = run.tables.iter().map(|t| t.targets()).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+            let (met, missed) = run
+                .tables
+                .iter()
+                .map(|t| t.targets())
+                .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
             if met + missed > 0 {
                 out += &format!("Targets: {met} met, {missed} not met.\n");
             }
@@ -151,7 +166,8 @@ pub(crate) fn collect(dir: &Path) -> Result<PathBuf> {
             file.tables
                 .extend(tables_from_markdown(&read_to_string(&path)?, prefix));
         } else {
-            file.notes.push(format!("{prefix} wrote no `{name}` in this run."));
+            file.notes
+                .push(format!("{prefix} wrote no `{name}` in this run."));
         }
     }
     // Check it reads back before anyone commits it.
@@ -194,13 +210,19 @@ mod tests {
         )
         .unwrap();
         let path = collect(&dir).unwrap();
-        assert!(path.ends_with("2026-12-02-nvidia-h200-x2-abc1234.tsv"), "{path:?}");
+        assert!(
+            path.ends_with("2026-12-02-nvidia-h200-x2-abc1234.tsv"),
+            "{path:?}"
+        );
         let file = ResultFile::parse(&read_to_string(&path).unwrap(), "collected").unwrap();
         assert_eq!(file.tables.len(), 1);
         assert_eq!(file.tables[0].title, "gpu-bench: Results");
         assert!(file.notes.iter().any(|n| n.contains("tch-bench wrote no")));
         let report = render(&[("r.tsv".into(), file)]);
-        assert!(report.contains("## nvidia-h200-x2 (NVIDIA H200)"), "{report}");
+        assert!(
+            report.contains("## nvidia-h200-x2 (NVIDIA H200)"),
+            "{report}"
+        );
         assert!(report.contains("| peer | 4 KiB | peer |"), "{report}");
         fs::remove_dir_all(&dir).unwrap();
     }

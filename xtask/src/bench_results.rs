@@ -19,7 +19,7 @@
 //! row      one cell per column
 //! ```
 //!
-//! Comparison tables use the columns above ([`COMPARISON_COLUMNS`]): our
+//! Comparison tables use the columns above: our
 //! figure against a baseline measured in the same run, the ratio, the
 //! target and whether it was met. Other tables (raw baselines, matrices)
 //! have columns of their own. Cells never hold tabs or line breaks.
@@ -30,19 +30,6 @@ use crate::util::{bail, Result};
 
 /// The format this code reads and writes.
 pub(crate) const FORMAT: &str = "1";
-
-/// The columns of a comparison table.
-pub(crate) const COMPARISON_COLUMNS: [&str; 9] = [
-    "case",
-    "size",
-    "route",
-    "ours",
-    "baseline",
-    "baseline is",
-    "ratio",
-    "target",
-    "met",
-];
 
 /// One table of a result file.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -55,14 +42,20 @@ pub(crate) struct Table {
 }
 
 impl Table {
-    /// How many rows met their target and how many did not (comparison tables only).
+    /// How many rows met their target and how many did not: rows of tables
+    /// with `target` and `met` columns (a summary of other tables names
+    /// its column otherwise, so nothing is counted twice).
     pub(crate) fn targets(&self) -> (usize, usize) {
-        let Some(met) = self.columns.iter().position(|c| c == "met") else {
+        let column = |name: &str| self.columns.iter().position(|c| c == name);
+        let (Some(_), Some(met)) = (column("target"), column("met")) else {
             return (0, 0);
         };
         let mut counts = (0, 0);
         for row in &self.rows {
-            match row.get(met).map(|c| c.trim_matches('*').to_ascii_lowercase()) {
+            match row
+                .get(met)
+                .map(|c| c.trim_matches('*').to_ascii_lowercase())
+            {
                 Some(c) if c == "met" || c == "yes" => counts.0 += 1,
                 Some(c) if c == "not met" || c == "no" => counts.1 += 1,
                 _ => {}
@@ -222,7 +215,13 @@ impl ResultFile {
     pub(crate) fn file_name(&self) -> String {
         let safe = |s: &str| {
             s.chars()
-                .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
                 .collect::<String>()
         };
         format!(
@@ -243,7 +242,9 @@ fn markdown_cells(line: &str) -> Vec<String> {
     while let Some(c) = chars.next() {
         match c {
             '\\' if chars.peek() == Some(&'|') => {
-                cells.last_mut().map(|cell| cell.push('|'));
+                if let Some(cell) = cells.last_mut() {
+                    cell.push('|');
+                }
                 chars.next();
             }
             '|' => cells.push(String::new()),
@@ -320,6 +321,19 @@ pub(crate) fn tables_from_markdown(markdown: &str, prefix: &str) -> Vec<Table> {
 mod tests {
     use super::*;
 
+    /// The columns of a comparison table, as gpu-bench writes them.
+    const COMPARISON_COLUMNS: [&str; 9] = [
+        "case",
+        "size",
+        "route",
+        "ours",
+        "baseline",
+        "baseline is",
+        "ratio",
+        "target",
+        "met",
+    ];
+
     fn sample() -> ResultFile {
         ResultFile {
             kind: "nvidia-h200-x2".into(),
@@ -334,12 +348,32 @@ mod tests {
                 title: "routes".into(),
                 columns: COMPARISON_COLUMNS.iter().map(|c| c.to_string()).collect(),
                 rows: vec![
-                    ["peer", "4 KiB", "peer", "7.7 µs", "7.0 µs", "raw", "0.92", "time ≤ 1.3× raw", "met"]
-                        .map(String::from)
-                        .to_vec(),
-                    ["staged", "64 MiB", "staged", "46 GB/s", "54 GB/s", "raw", "0.85", "≥ 0.9×", "NOT MET"]
-                        .map(String::from)
-                        .to_vec(),
+                    [
+                        "peer",
+                        "4 KiB",
+                        "peer",
+                        "7.7 µs",
+                        "7.0 µs",
+                        "raw",
+                        "0.92",
+                        "time ≤ 1.3× raw",
+                        "met",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                    [
+                        "staged",
+                        "64 MiB",
+                        "staged",
+                        "46 GB/s",
+                        "54 GB/s",
+                        "raw",
+                        "0.85",
+                        "≥ 0.9×",
+                        "NOT MET",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
                 ],
                 notes: vec!["about | the table".into()],
             }],
@@ -359,14 +393,19 @@ mod tests {
     fn bad_result_files_say_where() {
         let text = sample().to_text();
         let short_row = text.replace("\t0.92\t", "\t");
-        let err = ResultFile::parse(&short_row, "x.tsv").unwrap_err().to_string();
+        let err = ResultFile::parse(&short_row, "x.tsv")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("x.tsv:") && err.contains("cells"), "{err}");
         let no_commit: String = text
             .lines()
             .filter(|l| !l.starts_with("commit"))
             .map(|l| format!("{l}\n"))
             .collect();
-        assert!(ResultFile::parse(&no_commit, "x.tsv").unwrap_err().to_string().contains("commit"));
+        assert!(ResultFile::parse(&no_commit, "x.tsv")
+            .unwrap_err()
+            .to_string()
+            .contains("commit"));
         assert!(ResultFile::parse(&text.replace("format\t1", "format\t9"), "x.tsv").is_err());
         assert!(ResultFile::parse(&format!("{text}bogus\tx\n"), "x.tsv").is_err());
     }
