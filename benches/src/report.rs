@@ -339,6 +339,23 @@ mod tests {
     }
 
     #[test]
+    fn route_names_come_from_row_labels() {
+        let named = |label: &str| {
+            Row {
+                route: label.into(),
+                ..row(1, 1, None)
+            }
+            .route_name()
+        };
+        assert_eq!(named("peer (cuMemAlloc)"), "peer");
+        assert_eq!(named("batch: copy_batch of 256"), "peer");
+        assert_eq!(named("staged (pinned pipeline)"), "staged");
+        assert_eq!(named("host to device (pageable Vec)"), "host-to-device");
+        assert_eq!(named("via cuda:2"), "via cuda:2");
+        assert_eq!(named("via cuda:2 (scratch)"), "via cuda:2");
+    }
+
+    #[test]
     fn figures_pick_their_unit() {
         assert_eq!(
             figure(Show::Time, 4096, Duration::from_nanos(9_650)),

@@ -44,7 +44,7 @@ impl Side {
                 Stream::new(driver, device)?,
             ),
             Place::Pinned => Side::Pinned(PinnedBuffer::new(driver, len)?),
-            Place::Pageable => Side::Pageable(vec![0; len]),
+            Place::Pageable => Side::Pageable(host_bytes(len, 0)?),
         })
     }
 
@@ -188,7 +188,7 @@ impl Legs {
     ) -> p2p_core::Result<Legs> {
         let mut legs = Vec::with_capacity(copies.len());
         for (index, &(from, to)) in copies.iter().enumerate() {
-            let pattern = pattern(len, seed.wrapping_mul(31).wrapping_add(index as u64));
+            let pattern = pattern(len, seed.wrapping_mul(31).wrapping_add(index as u64))?;
             let mut src = Side::alloc(driver, from, len)?;
             src.fill(&pattern)?;
             let dst = Side::alloc(driver, to, len)?;
@@ -278,9 +278,9 @@ impl Drop for Legs {
 
 /// `len` bytes of a pattern that is neither zeros nor a constant, nor the
 /// same for two seeds (xorshift64*, eight bytes at a time).
-pub(super) fn pattern(len: usize, seed: u64) -> Vec<u8> {
+fn pattern(len: usize, seed: u64) -> p2p_core::Result<Vec<u8>> {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = vec![0u8; len];
+    let mut out = host_bytes(len, 0)?;
     for chunk in out.chunks_mut(8) {
         state ^= state >> 12;
         state ^= state << 25;
@@ -288,5 +288,19 @@ pub(super) fn pattern(len: usize, seed: u64) -> Vec<u8> {
         let word = state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
         chunk.copy_from_slice(&word[..chunk.len()]);
     }
-    out
+    Ok(out)
+}
+
+/// `len` bytes of `value` in host memory, or an out-of-memory error
+/// (instead of the abort of a failed `vec!`) for a `--size` the host cannot hold.
+fn host_bytes(len: usize, value: u8) -> p2p_core::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    bytes
+        .try_reserve_exact(len)
+        .map_err(|_| p2p_core::Error::OutOfMemory {
+            place: "the host".into(),
+            bytes: len,
+        })?;
+    bytes.resize(len, value);
+    Ok(bytes)
 }
