@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use p2p_core::sim::{builtin_topology, SimOptions, Topology};
 use p2p_core::{Backend, Config, CudaDriver, Driver, PeerTable, SimDriver};
 
 use crate::MachineArgs;
@@ -38,6 +39,8 @@ pub(crate) struct Machine {
     /// Why we are on a simulated machine, if we are (for the banner).
     pub(crate) notice: Option<String>,
     pub(crate) name: String,
+    /// The simulated machine, when it is one (for its race reports).
+    pub(crate) sim: Option<Arc<SimDriver>>,
 }
 
 impl Machine {
@@ -58,6 +61,11 @@ pub(crate) fn open(args: &MachineArgs) -> Result<Machine, CliError> {
     if let Some(ms) = args.probe_timeout_ms {
         config.probe.deadline = std::time::Duration::from_millis(ms.max(1));
     }
+    let mut options = SimOptions::default();
+    if let Some(seed) = args.schedule_seed {
+        options = options.seed(seed);
+    }
+    let mut simulated = None;
     let (driver, notice, name): (Arc<dyn Driver>, _, _) = if let Some(path) = &args.sim {
         if args.require_gpu {
             return Err(CliError::NoGpu(format!(
@@ -65,10 +73,11 @@ pub(crate) fn open(args: &MachineArgs) -> Result<Machine, CliError> {
                 path.display()
             )));
         }
-        let sim = SimDriver::from_file(path)?;
+        let sim = Arc::new(SimDriver::with_options(Topology::from_file(path)?, options));
         let name = sim.machine_name().to_string();
+        simulated = Some(sim.clone());
         (
-            Arc::new(sim),
+            sim,
             Some(format!("simulated machine from {}", path.display())),
             name,
         )
@@ -82,13 +91,14 @@ pub(crate) fn open(args: &MachineArgs) -> Result<Machine, CliError> {
                 return Err(CliError::NoGpu(format!("no usable GPU: {err}")));
             }
             Err(err) => {
-                let sim = SimDriver::builtin();
+                let sim = Arc::new(SimDriver::with_options(builtin_topology(), options));
                 let name = sim.machine_name().to_string();
+                simulated = Some(sim.clone());
                 let notice = format!(
                     "{err}\nShowing the built-in SIMULATED machine instead (4 GPUs, one broken pair); \
                      use --require-gpu to fail instead, or --sim FILE for your own topology."
                 );
-                (Arc::new(sim), Some(notice), name)
+                (sim, Some(notice), name)
             }
         }
     };
@@ -96,6 +106,7 @@ pub(crate) fn open(args: &MachineArgs) -> Result<Machine, CliError> {
         table: Arc::new(PeerTable::new(driver, config)),
         notice,
         name,
+        sim: simulated,
     })
 }
 

@@ -39,6 +39,10 @@ struct MachineArgs {
     /// Also time peer copy against staging; a slower peer path is not used.
     #[arg(long)]
     thorough: bool,
+    /// Schedule seed of a simulated machine: which queued work runs when
+    /// (default: P2P_SIM_SEED, else a fixed seed). Replays a reported race.
+    #[arg(long, value_name = "S")]
+    schedule_seed: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use p2p_core::memory::{DeviceBuffer, PinnedBuffer, Stream};
+use p2p_core::sim::ReportKind;
 use p2p_core::{AllocKind, Driver, Location};
 use p2p_move::{format_size, MoveSource, MoveTarget, Mover, Policy};
 use rand::rngs::StdRng;
@@ -167,6 +168,18 @@ pub(crate) fn run(
     }
     let errors = failures.len() - mismatches;
     let seconds = started.elapsed().as_secs_f64();
+    // On a simulated machine, what its race detector and memory checks saw.
+    let sim_reports = machine
+        .sim
+        .as_ref()
+        .map(|sim| sim.reports())
+        .unwrap_or_default();
+    let races = sim_reports
+        .iter()
+        .filter(|report| report.kind == ReportKind::Race)
+        .count();
+    let sim_problems: Vec<String> = sim_reports.iter().map(ToString::to_string).collect();
+    let schedule_seed = machine.sim.as_ref().map(|sim| sim.seed());
     if json {
         let doc = json!({
             "simulated": machine.simulated(),
@@ -177,6 +190,9 @@ pub(crate) fn run(
             "bytes_moved": bytes_moved,
             "seconds": seconds,
             "failures": failures,
+            "races": races,
+            "sim_problems": sim_problems,
+            "schedule_seed": schedule_seed,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
@@ -187,12 +203,21 @@ pub(crate) fn run(
         for failure in &failures {
             println!("FAILED {failure}");
         }
+        for problem in &sim_problems {
+            println!("SIMULATOR {problem}");
+        }
         println!(
             "\n{moves} moves, {} moved, {mismatches} mismatches, {errors} errors, {seconds:.2} s",
             format_size(bytes_moved)
         );
+        if let Some(seed) = schedule_seed {
+            println!(
+                "{races} races, {} simulator reports (schedule seed {seed}: --schedule-seed {seed} replays it)",
+                sim_problems.len()
+            );
+        }
     }
-    Ok(if failures.is_empty() {
+    Ok(if failures.is_empty() && sim_problems.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

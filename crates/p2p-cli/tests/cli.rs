@@ -162,6 +162,29 @@ fn verify_on_every_fault_delivers_every_byte() {
 }
 
 #[test]
+fn verify_on_a_simulated_machine_reports_races_under_its_schedule_seed() {
+    for schedule_seed in ["0", "4"] {
+        let (output, _cache) = p2p(&[
+            "verify",
+            "--json",
+            "--sim",
+            &topology("every-fault.toml"),
+            "--moves",
+            "60",
+            "--max-bytes",
+            "1MiB",
+            "--schedule-seed",
+            schedule_seed,
+        ]);
+        let doc = json(&output);
+        assert_eq!(doc["races"], 0, "{doc}");
+        assert_eq!(doc["sim_problems"], serde_json::json!([]), "{doc}");
+        assert_eq!(doc["schedule_seed"].to_string(), schedule_seed);
+        assert_eq!(doc["mismatches"], 0, "{doc}");
+    }
+}
+
+#[test]
 fn plan_explains_the_route() {
     let sim = topology("rtx4090x4.toml");
     let (output, _cache) = p2p(&[

@@ -2,16 +2,14 @@
 
 use std::fmt;
 
-use serde::Deserialize;
-
 /// What goes wrong on one direction of a simulated peer path.
 ///
 /// A fault only acts on copies that take the direct peer path, that is after
 /// `enable_peer_access` for the pair; the driver's own staging (peer access
 /// not enabled) always delivers. The topology file spells these in kebab-case
-/// (`none`, `zeros`, `corrupt`, `drop-tail`, `hang`, `enable-fails`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+/// (`none`, `zeros`, `corrupt`, `drop-tail`, `hang`, `late` with `late_ms`,
+/// `enable-fails`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Fault {
     /// The path delivers every byte.
@@ -27,6 +25,14 @@ pub enum Fault {
     DropTail,
     /// The copy never finishes: its stream, and every stream that waits on it, hangs.
     Hang,
+    /// The copy hangs, then completes (correctly) once the machine's virtual
+    /// clock has passed `ms` milliseconds after it would have finished: a
+    /// host wait with a shorter deadline times out, and the bytes are
+    /// written late, after the caller gave up.
+    Late {
+        /// How long past its normal end the copy completes, in virtual milliseconds.
+        ms: u64,
+    },
     /// `enable_peer_access(accessor = from, owner = to)` fails with
     /// `CUDA_ERROR_PEER_ACCESS_UNSUPPORTED` although the pair is claimed.
     EnableFails,
@@ -49,6 +55,7 @@ impl Fault {
             Fault::Corrupt => "corrupt",
             Fault::DropTail => "drop-tail",
             Fault::Hang => "hang",
+            Fault::Late { .. } => "late",
             Fault::EnableFails => "enable-fails",
         }
     }
@@ -56,7 +63,10 @@ impl Fault {
 
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        match self {
+            Fault::Late { ms } => write!(f, "late ({ms} ms)"),
+            other => f.write_str(other.name()),
+        }
     }
 }
 
@@ -67,7 +77,7 @@ impl fmt::Display for Fault {
 pub(super) fn damage(fault: Fault, data: &mut [u8]) -> usize {
     let len = data.len();
     match fault {
-        Fault::None | Fault::Hang | Fault::EnableFails => len,
+        Fault::None | Fault::Hang | Fault::Late { .. } | Fault::EnableFails => len,
         Fault::Zeros => {
             data.fill(0);
             len

@@ -1,48 +1,66 @@
-//! The simulated machine's state and every operation on it; `SimDriver` holds it behind one lock.
+//! The simulated machine's state, and the calls that configure it: peers, memory, pools, streams and events.
+//!
+//! Queuing work is in `enqueue`, running it in `exec`, what the host
+//! observes in `observe`; `SimDriver` holds a `Machine` behind one lock.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+use std::sync::Arc;
 
 use super::device_memory::DeviceMemory;
-use super::fault::{damage, Fault};
-use super::host_memory::HostBlock;
-use super::timeline::{
-    duration_ns, Timeline, HOST_LAUNCH_NS, LOCAL_GBPS, LOCAL_LAUNCH_NS, PEER_LAUNCH_NS,
-    UNGRANTED_POOL_SLOWDOWN,
-};
+use super::events::Events;
+use super::fault::Fault;
+use super::host_memory::PinnedMemory;
+use super::ops::{StreamState, Streams};
+use super::options::{Execution, SimOptions};
+use super::race::{Agents, History, Space, VClock};
+use super::report::{AccessKind, Actor, ReportKind, Reports, SimReport};
+use super::scheduler::{Scheduler, SplitMix64};
 use super::topology::{Topology, DEFAULT_PEER_GBPS};
-use super::{cuda_error, invalid_value, SimStats};
-use crate::{AllocKind, DeviceAddr, Error, EventId, PeerClaim, PoolId, Result, StreamId};
+use super::{cuda_error, invalid_handle, invalid_value, SimStats};
+use crate::{AllocKind, DeviceAddr, Error, EventId, MemRange, PeerClaim, PoolId, Result, StreamId};
 
 /// `cuMemPool`'s raw number for each device's one pool.
 pub(super) const DEFAULT_POOL_RAW: u64 = 1;
 
 /// One direction of a peer path, as the machine has it now.
 #[derive(Clone, Copy, Debug)]
-struct Pair {
-    claimed: bool,
-    gbps: f64,
-    fault: Fault,
+pub(super) struct Pair {
+    pub(super) claimed: bool,
+    pub(super) gbps: f64,
+    pub(super) fault: Fault,
 }
 
 #[derive(Debug)]
 pub(super) struct Machine {
-    host_gbps: Vec<f64>,
+    pub(super) host_gbps: Vec<f64>,
     /// `pairs[from][to]`; pairs the topology does not list are unclaimed.
-    pairs: Vec<Vec<Pair>>,
-    memory: Vec<DeviceMemory>,
-    timeline: Timeline,
+    pub(super) pairs: Vec<Vec<Pair>>,
+    pub(super) memory: Vec<DeviceMemory>,
     /// `(accessor, owner)` pairs that `enable_peer_access` has let through.
-    peer_enabled: HashSet<(usize, usize)>,
+    pub(super) peer_enabled: HashSet<(usize, usize)>,
     /// `(pool's device, accessor)` pairs that `grant_pool_access` has recorded.
-    pool_grants: HashSet<(usize, usize)>,
-    /// Live pinned allocations by address.
-    pinned: HashMap<usize, HostBlock>,
+    pub(super) pool_grants: HashSet<(usize, usize)>,
+    pub(super) pinned: PinnedMemory,
     /// Counters; the `live_*` fields are filled in by `stats`.
-    counters: SimStats,
+    pub(super) counters: SimStats,
+    /// The host's virtual "now", in nanoseconds.
+    pub(super) host_ns: u64,
+    pub(super) streams: Streams,
+    pub(super) events: Events,
+    pub(super) agents: Agents,
+    pub(super) history: History,
+    pub(super) reports: Reports,
+    pub(super) scheduler: Scheduler,
+    /// Garbage for fresh allocations (apart from the scheduler's choices, so
+    /// that allocating does not shift the schedule).
+    garbage: SplitMix64,
+    pub(super) execution: Execution,
+    pub(super) calls: super::calls::Calls,
+    pub(super) seed: u64,
 }
 
 impl Machine {
-    pub(super) fn new(topology: &Topology) -> Machine {
+    pub(super) fn new(topology: &Topology, options: &SimOptions) -> Machine {
         let count = topology.gpus.len();
         let mut pairs = vec![
             vec![
@@ -68,7 +86,7 @@ impl Machine {
                 };
             }
         }
-        Machine {
+        let mut machine = Machine {
             host_gbps: topology.gpus.iter().map(|gpu| gpu.host_gbps).collect(),
             pairs,
             memory: topology
@@ -79,15 +97,32 @@ impl Machine {
                     DeviceMemory::new(ordinal, gpu.memory_mib.saturating_mul(1 << 20))
                 })
                 .collect(),
-            timeline: Timeline::new(count),
             peer_enabled: HashSet::new(),
             pool_grants: HashSet::new(),
-            pinned: HashMap::new(),
+            pinned: PinnedMemory::default(),
             counters: SimStats::default(),
+            host_ns: 0,
+            streams: Streams {
+                next_raw: 1,
+                ..Streams::default()
+            },
+            events: Events::new(),
+            agents: Agents::new(options.shared_host_clock),
+            history: History::default(),
+            reports: Reports::default(),
+            scheduler: Scheduler::new(options.seed),
+            garbage: SplitMix64::new(options.seed ^ 0x6a09_e667_f3bc_c908),
+            execution: options.execution,
+            calls: Default::default(),
+            seed: options.seed,
+        };
+        for device in 0..count {
+            machine.add_stream(StreamId { device, raw: 0 });
         }
+        machine
     }
 
-    fn check(&self, ordinal: usize) -> Result<()> {
+    pub(super) fn check(&self, ordinal: usize) -> Result<()> {
         let count = self.memory.len();
         if ordinal < count {
             Ok(())
@@ -152,33 +187,159 @@ impl Machine {
         kind: AllocKind,
     ) -> Result<DeviceAddr> {
         self.check(device)?;
-        let addr = self.memory[device].alloc(bytes, kind)?;
+        let garbage = self.garbage.next_u64();
+        let addr = self.memory[device].alloc(bytes, kind, garbage)?;
         Ok(DeviceAddr { device, addr })
     }
 
     pub(super) fn free_device(&mut self, ptr: DeviceAddr) -> Result<()> {
         self.check(ptr.device)?;
+        let (base, len) = self.memory[ptr.device]
+            .allocation_at(ptr.addr)
+            .ok_or_else(|| invalid_value("cuMemFree"))?;
+        let range = MemRange::Device {
+            addr: DeviceAddr {
+                device: ptr.device,
+                addr: base,
+            },
+            len,
+        };
+        self.host_takes_back(
+            &range,
+            format!("cuMemFree of {len} bytes"),
+            ReportKind::FreeWhileInUse,
+        );
         self.memory[ptr.device]
             .free(ptr.addr)
+            .map(drop)
             .ok_or_else(|| invalid_value("cuMemFree"))
     }
 
     pub(super) fn alloc_pinned(&mut self, bytes: usize) -> Result<*mut u8> {
-        let block = HostBlock::zeroed(bytes).ok_or_else(|| Error::OutOfMemory {
-            place: "pinned host memory".to_string(),
-            bytes,
-        })?;
-        let ptr = block.as_mut_ptr();
-        self.pinned.insert(ptr as usize, block);
+        let garbage = self.garbage.next_u64();
+        let ptr = self
+            .pinned
+            .alloc(bytes, garbage)
+            .ok_or_else(|| Error::OutOfMemory {
+                place: "pinned host memory".to_string(),
+                bytes,
+            })?;
         self.counters.pinned_bytes_allocated_total += bytes as u64;
         Ok(ptr)
     }
 
     pub(super) fn free_pinned(&mut self, ptr: *mut u8) -> Result<()> {
+        if self.pinned.classify(ptr as usize) != super::host_memory::HostKind::Pinned {
+            return Err(invalid_value("cuMemFreeHost"));
+        }
+        // Look the length up first, so that the checks cover the whole block.
+        let len = self
+            .pinned
+            .len_at(ptr as usize)
+            .ok_or_else(|| invalid_value("cuMemFreeHost"))?;
+        let range = MemRange::Host {
+            addr: ptr as usize,
+            len,
+        };
+        self.host_takes_back(
+            &range,
+            format!("cuMemFreeHost of {len} bytes"),
+            ReportKind::FreeWhileInUse,
+        );
         self.pinned
-            .remove(&(ptr as usize))
+            .free(ptr)
             .map(drop)
             .ok_or_else(|| invalid_value("cuMemFreeHost"))
+    }
+
+    /// The host takes `range` back (a free, or a safe API returning): every
+    /// queued operation that still touches it is reported (and loses its
+    /// host memory, so that it can never touch memory the caller reuses),
+    /// and so is every access that ran without the host waiting for it.
+    pub(super) fn host_takes_back(&mut self, range: &MemRange, what: String, kind: ReportKind) {
+        let call_number = self.calls.number;
+        let thread = self.agents.current_thread();
+        let (thread_agent, thread_clock) = (thread.agent, thread.clock.clone());
+        let host = Arc::new(Actor {
+            what,
+            access: AccessKind::Write,
+            on: self.agents.name(thread_agent).to_string(),
+            called_by: self.agents.name(thread_agent).to_string(),
+            call_number,
+        });
+        let is_host = matches!(range, MemRange::Host { .. });
+        let mut found = Vec::new();
+        for (&id, stream) in self.streams.map.iter_mut() {
+            for op in stream.queue.iter_mut() {
+                if let Some(touch) = op.work.touches().iter().find(|t| t.overlaps(range)) {
+                    found.push((
+                        id,
+                        stream.agent,
+                        op.work.describe(),
+                        touch.write,
+                        op.queued_by,
+                        op.call_number,
+                    ));
+                    if is_host {
+                        op.host_detached = true;
+                    }
+                }
+            }
+        }
+        for (_, agent, what, write, queued_by, op_call) in found {
+            let first = Actor {
+                what,
+                access: if write {
+                    AccessKind::Write
+                } else {
+                    AccessKind::Read
+                },
+                on: self.agents.name(agent).to_string(),
+                called_by: self.agents.name(queued_by).to_string(),
+                call_number: op_call,
+            };
+            self.reports.push(SimReport {
+                kind,
+                range: *range,
+                first,
+                second: Some((*host).clone()),
+            });
+        }
+        let (space, start, len) = super::ops::range_parts(range);
+        let checks_history = is_host || kind == ReportKind::FreeWhileInUse;
+        if !checks_history {
+            return;
+        }
+        let spaces = if is_host {
+            vec![space, Space::Pageable(thread_agent)]
+        } else {
+            vec![space]
+        };
+        for space in spaces {
+            let access = super::race::Access {
+                space,
+                start,
+                len,
+                write: true,
+                agent: thread_agent,
+                epoch: thread_clock.get(thread_agent),
+                clock: &thread_clock,
+                actor: host.clone(),
+            };
+            for conflict in self.history.access(&access, false) {
+                self.reports.push(SimReport {
+                    kind,
+                    range: super::ops::to_range(
+                        space,
+                        conflict.start,
+                        conflict.end - conflict.start,
+                    ),
+                    first: (*conflict.earlier).clone(),
+                    second: Some((*host).clone()),
+                });
+            }
+            self.history.forget(space, start, len);
+        }
     }
 
     pub(super) fn pool_of(&self, ptr: DeviceAddr) -> Result<Option<PoolId>> {
@@ -205,213 +366,70 @@ impl Machine {
         Ok(())
     }
 
-    pub(super) fn create_stream(&mut self, device: usize) -> Result<StreamId> {
-        self.check(device)?;
-        Ok(self.timeline.create_stream(device))
+    fn add_stream(&mut self, id: StreamId) {
+        let agent = self
+            .agents
+            .new_agent(format!("stream cuda:{}#{}", id.device, id.raw));
+        self.streams.map.insert(
+            id,
+            StreamState {
+                agent,
+                queue: Default::default(),
+                clock_ns: self.host_ns,
+                vclock: VClock::default(),
+                destroyed: false,
+            },
+        );
     }
 
+    pub(super) fn create_stream(&mut self, device: usize) -> Result<StreamId> {
+        self.check(device)?;
+        let id = StreamId {
+            device,
+            raw: self.streams.next_raw,
+        };
+        self.streams.next_raw += 1;
+        self.add_stream(id);
+        Ok(id)
+    }
+
+    /// Destroys the handle; work already queued still runs (as in CUDA).
     pub(super) fn destroy_stream(&mut self, stream: StreamId) -> Result<()> {
         self.check(stream.device)?;
-        self.timeline.destroy_stream(stream)
+        let state = match self.streams.live_mut(stream) {
+            Some(state) if stream.raw != 0 => state,
+            _ => return Err(invalid_handle("cuStreamDestroy")),
+        };
+        state.destroyed = true;
+        if state.queue.is_empty() {
+            self.streams.map.remove(&stream);
+        }
+        Ok(())
     }
 
     pub(super) fn create_event(&mut self, device: usize, timing: bool) -> Result<EventId> {
         self.check(device)?;
-        Ok(self.timeline.create_event(device, timing))
+        let id = EventId {
+            device,
+            raw: self.events.next_raw,
+        };
+        self.events.next_raw += 1;
+        self.events.create(id, timing);
+        Ok(id)
     }
 
     pub(super) fn destroy_event(&mut self, event: EventId) -> Result<()> {
         self.check(event.device)?;
-        self.timeline.destroy_event(event)
-    }
-
-    /// Checks the devices and the stream of queued work (a hung stream is
-    /// fine here: the work is accepted and never carried out).
-    fn check_queue(&self, devices: &[usize], stream: StreamId, call: &'static str) -> Result<()> {
-        for &device in devices {
-            self.check(device)?;
-        }
-        self.check(stream.device)?;
-        self.timeline.stream(stream, call).map(drop)
-    }
-
-    fn check_range(&self, ptr: DeviceAddr, bytes: usize, call: &'static str) -> Result<()> {
-        if self.memory[ptr.device].contains(ptr.addr, bytes) {
+        if self.events.destroy(event) {
             Ok(())
         } else {
-            Err(invalid_value(call))
+            Err(invalid_handle("cuEventDestroy"))
         }
-    }
-
-    /// Whether `ptr` is stream-ordered pool memory that device `other` has no grant for.
-    fn ungranted_pool_memory(&self, ptr: DeviceAddr, other: usize) -> bool {
-        self.memory[ptr.device].kind_of(ptr.addr) == Some(AllocKind::Pool)
-            && !self.pool_grants.contains(&(ptr.device, other))
-    }
-
-    pub(super) fn copy_peer(
-        &mut self,
-        dst: DeviceAddr,
-        src: DeviceAddr,
-        bytes: usize,
-        stream: StreamId,
-    ) -> Result<()> {
-        const CALL: &str = "cuMemcpyPeerAsync";
-        self.check_queue(&[dst.device, src.device], stream, CALL)?;
-        self.check_range(src, bytes, CALL)?;
-        self.check_range(dst, bytes, CALL)?;
-        let (a, b) = (src.device, dst.device);
-        *self.counters.peer_copies.entry((a, b)).or_default() += 1;
-        if bytes == 0 {
-            return Ok(());
-        }
-
-        let (duration, fault) = if a == b {
-            (duration_ns(bytes, LOCAL_GBPS, LOCAL_LAUNCH_NS), Fault::None)
-        } else if self.peer_enabled.contains(&(a, b)) || self.peer_enabled.contains(&(b, a)) {
-            *self.counters.peer_path_copies.entry((a, b)).or_default() += 1;
-            let pair = self.pairs[a][b];
-            let mut gbps = pair.gbps;
-            if self.ungranted_pool_memory(src, b) || self.ungranted_pool_memory(dst, a) {
-                gbps /= UNGRANTED_POOL_SLOWDOWN;
-            }
-            (duration_ns(bytes, gbps, PEER_LAUNCH_NS), pair.fault)
-        } else {
-            // The driver stages the copy through host memory itself.
-            let gbps = self.host_gbps[a].min(self.host_gbps[b]) / 2.0;
-            (duration_ns(bytes, gbps, PEER_LAUNCH_NS), Fault::None)
-        };
-
-        if fault == Fault::Hang {
-            self.timeline.hang(stream);
-            return Ok(());
-        }
-        if !self.timeline.run(stream, duration) {
-            return Ok(());
-        }
-        let mut in_flight = self.memory[a]
-            .bytes(src.addr, bytes)
-            .ok_or_else(|| invalid_value(CALL))?
-            .to_vec();
-        let delivered = damage(fault, &mut in_flight);
-        let target = self.memory[b]
-            .bytes_mut(dst.addr, bytes)
-            .ok_or_else(|| invalid_value(CALL))?;
-        target[..delivered].copy_from_slice(&in_flight[..delivered]);
-        Ok(())
-    }
-
-    /// A device-to-host copy; `deliver` writes the device bytes to the caller's memory.
-    pub(super) fn copy_dtoh(
-        &mut self,
-        src: DeviceAddr,
-        bytes: usize,
-        stream: StreamId,
-        deliver: impl FnOnce(&[u8]),
-    ) -> Result<()> {
-        const CALL: &str = "cuMemcpyDtoHAsync";
-        self.check_queue(&[src.device], stream, CALL)?;
-        self.check_range(src, bytes, CALL)?;
-        self.counters.host_copies += 1;
-        if bytes == 0
-            || !self.timeline.run(
-                stream,
-                duration_ns(bytes, self.host_gbps[src.device], HOST_LAUNCH_NS),
-            )
-        {
-            return Ok(());
-        }
-        deliver(
-            self.memory[src.device]
-                .bytes(src.addr, bytes)
-                .ok_or_else(|| invalid_value(CALL))?,
-        );
-        Ok(())
-    }
-
-    /// A host-to-device copy; `fetch` fills the device bytes from the caller's memory.
-    pub(super) fn copy_htod(
-        &mut self,
-        dst: DeviceAddr,
-        bytes: usize,
-        stream: StreamId,
-        fetch: impl FnOnce(&mut [u8]),
-    ) -> Result<()> {
-        const CALL: &str = "cuMemcpyHtoDAsync";
-        self.check_queue(&[dst.device], stream, CALL)?;
-        self.check_range(dst, bytes, CALL)?;
-        self.counters.host_copies += 1;
-        if bytes == 0
-            || !self.timeline.run(
-                stream,
-                duration_ns(bytes, self.host_gbps[dst.device], HOST_LAUNCH_NS),
-            )
-        {
-            return Ok(());
-        }
-        fetch(
-            self.memory[dst.device]
-                .bytes_mut(dst.addr, bytes)
-                .ok_or_else(|| invalid_value(CALL))?,
-        );
-        Ok(())
-    }
-
-    pub(super) fn memset(
-        &mut self,
-        dst: DeviceAddr,
-        value: u8,
-        bytes: usize,
-        stream: StreamId,
-    ) -> Result<()> {
-        const CALL: &str = "cuMemsetD8Async";
-        self.check_queue(&[dst.device], stream, CALL)?;
-        self.check_range(dst, bytes, CALL)?;
-        if bytes == 0
-            || !self
-                .timeline
-                .run(stream, duration_ns(bytes, LOCAL_GBPS, LOCAL_LAUNCH_NS))
-        {
-            return Ok(());
-        }
-        self.memory[dst.device]
-            .bytes_mut(dst.addr, bytes)
-            .ok_or_else(|| invalid_value(CALL))?
-            .fill(value);
-        Ok(())
-    }
-
-    pub(super) fn record_event(&mut self, event: EventId, stream: StreamId) -> Result<()> {
-        self.check(event.device)?;
-        self.check(stream.device)?;
-        self.timeline.record(event, stream)
-    }
-
-    pub(super) fn stream_wait_event(&mut self, stream: StreamId, event: EventId) -> Result<()> {
-        self.check(stream.device)?;
-        self.check(event.device)?;
-        self.timeline.wait(stream, event)
-    }
-
-    pub(super) fn event_done(&mut self, event: EventId) -> Result<bool> {
-        self.check(event.device)?;
-        self.timeline.event_done(event)
-    }
-
-    pub(super) fn event_elapsed_ms(&self, start: EventId, end: EventId) -> Result<f32> {
-        self.check(start.device)?;
-        self.check(end.device)?;
-        self.timeline.elapsed_ms(start, end)
-    }
-
-    pub(super) fn synchronize_stream(&mut self, stream: StreamId) -> Result<()> {
-        self.check(stream.device)?;
-        self.timeline.synchronize(stream)
     }
 
     pub(super) fn stats(&self) -> SimStats {
         let mut stats = self.counters.clone();
-        stats.live_pinned_allocations = self.pinned.len();
+        stats.live_pinned_allocations = self.pinned.live_count();
         stats.live_device_allocations =
             self.memory.iter().map(DeviceMemory::live_allocations).sum();
         stats

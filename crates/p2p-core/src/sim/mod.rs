@@ -1,15 +1,53 @@
-//! The simulated backend: N fake GPUs whose memory is host memory, described by a topology file, with fault injection.
+//! The simulated backend: N fake GPUs whose memory is host memory, described by a topology file, that run queued work late and in adversarial orders, catch races, and fail on request.
 //!
 //! [`SimDriver`] implements [`Driver`] well enough that the whole stack —
-//! probe, plan, execute, verify — runs on a machine without GPUs, and that
-//! the broken peer paths seen on real machines can be reproduced at will.
+//! probe, plan, execute, verify — runs on a machine without GPUs, that the
+//! broken peer paths seen on real machines can be reproduced at will, and
+//! that code which forgets a wait fails a test instead of passing by luck.
 //!
 //! # The machine
 //!
-//! A [`Topology`] (see the `topology` module for the TOML format, or
+//! A [`Topology`] (see [`Topology`] for the TOML format, or
 //! [`BUILTIN_TOPOLOGY`]) lists the GPUs in ordinal order and the ordered
 //! pairs the driver claims peer access for, with their speed and [`Fault`].
 //! A pair with no `[[peer]]` entry is not claimed.
+//!
+//! # Deferred streams and the scheduler
+//!
+//! Each stream is a FIFO of operations. Queuing a copy, memset, record or
+//! wait checks its arguments (as CUDA's argument checks would) and runs
+//! nothing. Operations run
+//!
+//! * when the host observes them: `synchronize_stream`, `wait_event`,
+//!   `wait_stream`, `event_done`, `stream_done` drive just the work they
+//!   look at (the stream, or the record of the event version, and whatever
+//!   that waits for) and nothing else;
+//! * in the background, at other driver calls, as a seeded scheduler
+//!   chooses: at each call it may run a few operations, picking at random
+//!   among the streams whose head can run. How often depends on
+//!   `seed % 5` (never, 5 %, 20 %, 50 %, 90 % of calls), so a handful of
+//!   seeds covers "only what is observed" to "almost at once".
+//!
+//! Any order is possible that keeps FIFO within a stream and event waits
+//! across streams. [`SimOptions`] sets the seed (default: `P2P_SIM_SEED`,
+//! else [`DEFAULT_SEED`]); the same seed and the same calls give the same
+//! schedule, and [`SimDriver::check_clean`] prints the seed to replay.
+//! [`seeds`] is the list of seeds a test should sweep. [`Execution::Eager`]
+//! runs everything runnable after every call instead (fast, and blind).
+//! [`SimDriver::settle`] runs everything runnable now.
+//!
+//! Destroying a stream or an event with work pending is allowed, as in
+//! CUDA: the work still runs. Stream `raw` 0 is each device's default stream
+//! and needs no creating; event ids are never 0.
+//!
+//! # Events
+//!
+//! As in CUDA, each `record_event` makes a new version of the event;
+//! `stream_wait_event` waits for the version current when it is called
+//! (later records do not change what it waits for); a query or host wait is
+//! about the current version and is true once that version's record has run;
+//! an event never recorded is complete. `event_elapsed_ms` runs nothing: it
+//! is `CUDA_ERROR_NOT_READY` until both events' versions have run.
 //!
 //! # Memory
 //!
@@ -17,23 +55,59 @@
 //!   256-byte-aligned, never-zero addresses, in a separate range per device
 //!   (from `0x1000_0000 + ordinal * 2^40`), with a gap between allocations; a
 //!   zero-byte allocation still gets its own address. Any address inside a
-//!   live allocation can be used. A copy or memset touching memory outside one
-//!   live allocation (out of bounds, freed, wrong device) fails with
-//!   `CUDA_ERROR_INVALID_VALUE`, as CUDA's argument checks would. Fresh
-//!   memory reads as zeros (real `cuMemAlloc` gives whatever was there).
+//!   live allocation can be used. Queuing a copy or memset touching memory
+//!   outside one live allocation (out of bounds, freed, wrong device) fails
+//!   with `CUDA_ERROR_INVALID_VALUE`.
+//! * Fresh allocations, device and pinned, hold garbage (a seeded 8-byte
+//!   pattern, not zeros). Freed memory is poisoned with [`POISON`], and
+//!   freed addresses are reused, most recently freed first, by the next
+//!   allocation that fits; so a reused block holds the poison.
+//! * Bytes move when an operation runs, not when it is queued — host memory
+//!   included, pinned or pageable: the simulator reads and writes the
+//!   caller's pointer at execution time, so a host buffer changed after
+//!   queuing changes what arrives, as on a GPU.
+//! * An operation that runs on freed device or pinned memory is reported
+//!   ([`ReportKind::UseAfterFree`]): reads deliver poison, writes are
+//!   dropped. Freeing memory that queued work still uses, or whose last use
+//!   the freeing thread never waited for, is reported
+//!   ([`ReportKind::FreeWhileInUse`]); queued work then no longer touches
+//!   freed pinned memory.
 //! * `memory_mib` is enforced: allocating past it is [`Error::OutOfMemory`] on `cuda:N`.
 //! * [`AllocKind::Pool`] memory belongs to the device's one pool
 //!   (`PoolId { device, raw: 1 }`); [`Driver::grant_pool_access`] records grants.
-//! * Pinned memory is real, 64-byte-aligned host memory; [`SimDriver::stats`]
-//!   counts it, so tests can see leaks. Dropping the driver frees what is left,
-//!   as destroying a CUDA context does.
+//! * [`SimDriver::stats`] counts pinned and device allocations, so tests can
+//!   see leaks. Dropping the driver frees what is left, as destroying a CUDA
+//!   context does (queued work is dropped).
+//!
+//! # The race detector
+//!
+//! Every host thread and every stream has a vector clock. Queuing and
+//! recording release (an operation carries its thread's clock, and its
+//! stream acquires it when it runs); a stream wait acquires the clock of the
+//! version it waits for; a synchronize, a successful host wait and a true
+//! query acquire what they waited for. Two accesses to overlapping bytes,
+//! one a write, neither ordered before the other, are a
+//! [`ReportKind::Race`] naming both operations, the stream each ran on, the
+//! thread and the driver call (by number) that queued each. The simulator
+//! sees the bytes its own operations touch (device memory, and host memory
+//! through copies); it cannot see the caller's own loads and stores, so the
+//! host side is checked where the caller takes memory back: at a free and
+//! at [`Driver::borrows_released`], which safe APIs call as they return.
+//! There, every queued operation still touching a released range is a
+//! [`ReportKind::BorrowReleasedWhileInUse`] (and loses its host memory, so
+//! it can never write into memory the caller reuses), and so is every
+//! access to a released host range that ran without the thread waiting for
+//! it. [`SimOptions::shared_host_clock`] merges the host threads, for code
+//! that orders them with its own locks.
+//!
+//! [`SimDriver::reports`] lists what was seen; [`SimDriver::check_clean`]
+//! fails with all of it and the seed.
 //!
 //! # Copies and time
 //!
-//! Work is carried out the moment it is queued (the machine is in order and
-//! instant in real time), and timed on a virtual clock in nanoseconds: each
-//! stream has a clock, work starts at the later of its stream's clock and the
-//! host's "now", and takes its launch latency plus `bytes / speed`:
+//! Work is timed on a virtual clock in nanoseconds: each stream has a clock,
+//! an operation starts at the later of its stream's clock and the host's
+//! "now" when it was queued, and takes its launch latency plus `bytes / speed`:
 //!
 //! | work | speed | launch |
 //! |---|---|---|
@@ -42,45 +116,70 @@
 //! | peer copy, peer path not active (the driver stages it) | min of the two `host_gbps` ÷ 2 | 5 µs |
 //! | memset, same-device copy | 1000 GB/s | 2 µs |
 //!
-//! `record_event` stamps the event with its stream's clock;
-//! `stream_wait_event` moves the stream's clock up to the event's stamp;
-//! `event_elapsed_ms` is the virtual difference. `synchronize_stream`, and
-//! `event_done` answering true, move the host's "now" up to the stream or the
-//! event, so work queued after a synchronize starts after what it waited for.
-//! A fresh, never-recorded event is done (as in CUDA). Stream `raw` 0 is each
-//! device's default stream and needs no creating; event ids are never 0.
+//! A record stamps its version with its stream's clock when it runs; a wait
+//! moves its stream's clock up to the version's stamp; `event_elapsed_ms` is
+//! the virtual difference. Observing work done moves the host's "now" up to
+//! its end, so work queued after a synchronize starts after what it waited for.
+//! `wait_event` and `wait_stream` wait in virtual time, without sleeping:
+//! work that ends after the deadline (by the bandwidth model, or a late copy)
+//! is [`Error::Timeout`], and the host's clock moves to the deadline. Each
+//! query that answers "not yet" moves the host's clock by [`POLL_NS`].
 //!
 //! # The peer path and faults
 //!
 //! A copy from device `a` to device `b != a` takes the direct peer path iff
 //! peer access has been enabled for `(accessor a, owner b)` or `(accessor b,
-//! owner a)`; otherwise the driver stages it and it is always correct. Faults
-//! act only on copies that take the peer path of a pair whose entry for
-//! `a -> b` has that fault (an entry with `both = true` counts for both
-//! directions). This includes pool memory without a grant: it is slower, and
-//! still faulty, so an executor that forgets the grant is not let off.
+//! owner a)` when it is queued; otherwise the driver stages it and it is
+//! always correct. Faults act only on copies that take the peer path of a
+//! pair whose entry for `a -> b` has that fault (an entry with `both = true`
+//! counts for both directions). This includes pool memory without a grant:
+//! it is slower, and still faulty, so an executor that forgets the grant is
+//! not let off.
 //!
 //! * `zeros`: the destination gets zeros; `corrupt`: some bits are flipped
 //!   (see [`Fault::Corrupt`]); `drop-tail`: the last quarter (at least one
 //!   byte) of the destination is left unwritten.
-//! * `hang`: the copy never completes and is never carried out. Its stream is
-//!   hung for good: work queued on it later is accepted and not carried out,
-//!   events recorded on it are never done, and a stream that waits on such an
-//!   event is hung too. `synchronize_stream` on a hung stream returns
-//!   [`Error::Timeout`] ("simulated hang on cuda:N", 0 ms) at once instead of
-//!   blocking forever, `event_elapsed_ms` on a hung event returns
-//!   `CUDA_ERROR_NOT_READY`, and [`Driver::wait_event`] times out at its deadline.
+//! * `hang`: the copy never runs. Its stream is hung for good: work queued
+//!   on it later never runs, events recorded on it are never done, and a
+//!   stream that waits on such an event is hung too. `synchronize_stream` on
+//!   a hung stream returns [`Error::Timeout`] ("simulated hang on cuda:N",
+//!   0 ms) at once instead of blocking forever, `event_elapsed_ms` on a hung
+//!   event returns `CUDA_ERROR_NOT_READY`, and `wait_event` times out at its deadline.
+//! * `late` (with `late_ms = N`, [`Fault::Late`]): the copy runs, correctly,
+//!   only once the host's virtual clock has passed N ms after its normal
+//!   end. A host wait with a shorter deadline times out; the bytes are
+//!   written later, when a later wait, synchronize or query lets virtual time pass.
 //! * `enable-fails`: `enable_peer_access(accessor = from, owner = to)` fails
 //!   with `CUDA_ERROR_PEER_ACCESS_UNSUPPORTED` (217), as does enabling a pair
 //!   that is not claimed. Enabling twice is fine; enabling a device for itself
 //!   is a no-op.
 //!
-//! [`SimDriver::set_peer_fault`] changes a fault at run time.
+//! [`SimDriver::set_peer_fault`] changes a fault at run time (for copies queued from then on).
+//!
+//! # Faults at any call
+//!
+//! [`SimDriver::fail_call`] makes the Nth call from now of a [`CallKind`]
+//! (or of any kind) fail with a CUDA-like error (`CUDA_ERROR_UNKNOWN`, 999;
+//! allocations fail with [`Error::OutOfMemory`]) without doing anything.
+//! [`SimDriver::slow_queries`] makes the next N completion queries answer
+//! "not yet" even when the work is done. [`SimDriver::call_counts`] counts
+//! calls per kind.
 
+mod calls;
 mod device_memory;
+mod driver_impl;
+mod enqueue;
+mod events;
+mod exec;
 mod fault;
 mod host_memory;
 mod machine;
+mod observe;
+mod ops;
+mod options;
+mod race;
+mod report;
+mod scheduler;
 mod timeline;
 mod topology;
 #[cfg(test)]
@@ -91,22 +190,27 @@ use std::fmt;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-pub use device_memory::{DEVICE_ADDRESS_STRIDE, DEVICE_ALLOC_ALIGN, FIRST_DEVICE_ADDRESS};
+pub use calls::{CallCounts, CallKind};
+pub use device_memory::{DEVICE_ADDRESS_STRIDE, DEVICE_ALLOC_ALIGN, FIRST_DEVICE_ADDRESS, POISON};
 pub use fault::{Fault, CORRUPT_FIRST_OFFSET, CORRUPT_STRIDE};
+pub use options::{
+    env_seed, seeds, Execution, SimOptions, DEFAULT_SEED, DEFAULT_SEED_COUNT, SEEDS_ENV, SEED_ENV,
+};
+pub use report::{AccessKind, Actor, ReportKind, SimProblems, SimReport};
 pub use timeline::{
-    HOST_LAUNCH_NS, LOCAL_GBPS, LOCAL_LAUNCH_NS, PEER_LAUNCH_NS, UNGRANTED_POOL_SLOWDOWN,
+    HOST_LAUNCH_NS, LOCAL_GBPS, LOCAL_LAUNCH_NS, PEER_LAUNCH_NS, POLL_NS, UNGRANTED_POOL_SLOWDOWN,
 };
 pub use topology::{
     GpuSpec, PeerSpec, Topology, DEFAULT_DRIVER_VERSION, DEFAULT_HOST_GBPS, DEFAULT_MACHINE_NAME,
     DEFAULT_MEMORY_MIB, DEFAULT_PEER_GBPS, SIM_COMPUTE_CAPABILITY, SIM_COPY_ENGINES,
 };
 
+use calls::injected_error;
 use machine::Machine;
 
-use crate::{
-    AllocKind, Backend, DeviceAddr, DeviceInfo, Driver, Error, EventId, PeerClaim, PoolId, Result,
-    StreamId,
-};
+#[cfg(doc)]
+use crate::{AllocKind, Driver};
+use crate::{DeviceInfo, Error, Result};
 
 /// The demo machine the CLI shows when there is no driver: four RTX 4090s on
 /// PCIe, every pair claimed at 25 GB/s, and one broken direction: 2 -> 3
@@ -224,14 +328,20 @@ pub struct SimDriver {
 }
 
 impl SimDriver {
-    /// A machine as `topology` describes it, with nothing allocated or enabled.
+    /// A machine as `topology` describes it, with nothing allocated or
+    /// enabled, deferred, seeded from `P2P_SIM_SEED` or [`DEFAULT_SEED`].
     ///
     /// Parsed topologies are valid; in one built by hand, `[[peer]]` entries
     /// that name GPUs it does not have are ignored.
     pub fn new(topology: Topology) -> SimDriver {
+        SimDriver::with_options(topology, SimOptions::default())
+    }
+
+    /// A machine as `topology` describes it, run as `options` say.
+    pub fn with_options(topology: Topology, options: SimOptions) -> SimDriver {
         SimDriver {
             devices: topology.device_infos(),
-            machine: Mutex::new(Machine::new(&topology)),
+            machine: Mutex::new(Machine::new(&topology, &options)),
             topology,
         }
     }
@@ -248,11 +358,7 @@ impl SimDriver {
 
     /// The demo machine of [`BUILTIN_TOPOLOGY`].
     pub fn builtin() -> SimDriver {
-        // The text is a constant of this crate and a test parses it, so a
-        // failure here is a bug in this file, not something a user can cause.
-        let topology = Topology::parse(BUILTIN_TOPOLOGY, Path::new("<builtin topology>"))
-            .expect("the built-in topology parses");
-        SimDriver::new(topology)
+        SimDriver::new(builtin_topology())
     }
 
     /// The machine as described (faults as at start; see [`SimDriver::set_peer_fault`]).
@@ -265,6 +371,11 @@ impl SimDriver {
         &self.topology.machine_name
     }
 
+    /// The schedule seed (print it to replay a failure: `P2P_SIM_SEED=<seed>`).
+    pub fn seed(&self) -> u64 {
+        self.lock().seed
+    }
+
     /// Gives the direction `from -> to` a new fault (for copies queued from now on).
     pub fn set_peer_fault(&self, from: usize, to: usize, fault: Fault) -> Result<()> {
         self.lock().set_fault(from, to, fault)
@@ -275,12 +386,123 @@ impl SimDriver {
         self.lock().stats()
     }
 
+    /// Everything the race detector and the memory checks have reported so far.
+    pub fn reports(&self) -> Vec<SimReport> {
+        let mut machine = self.lock();
+        machine.reports.looked_at = true;
+        machine.reports.kept.clone()
+    }
+
+    /// `Ok` if nothing has been reported; else every report and the seed that replays the schedule.
+    pub fn check_clean(&self) -> std::result::Result<(), SimProblems> {
+        let mut machine = self.lock();
+        machine.reports.looked_at = true;
+        if machine.reports.kept.is_empty() && machine.reports.dropped == 0 {
+            return Ok(());
+        }
+        Err(SimProblems {
+            seed: machine.seed,
+            reports: machine.reports.kept.clone(),
+            dropped: machine.reports.dropped,
+        })
+    }
+
+    /// Makes the `nth` driver call of `kind` from now (1 = the next one;
+    /// [`CallKind::Any`]: of any kind) fail without doing anything. `nth` 0
+    /// plans nothing. Several plans may be pending at once.
+    pub fn fail_call(&self, kind: CallKind, nth: u64) {
+        self.lock().calls.plan_failure(kind, nth);
+    }
+
+    /// How many driver calls of each kind this machine has seen.
+    pub fn call_counts(&self) -> CallCounts {
+        self.lock().calls.counts()
+    }
+
+    /// The next `n` completion queries (`event_done`, `stream_done`, and each
+    /// poll of `wait_event`/`wait_stream`) answer "not yet" even when the work is done.
+    pub fn slow_queries(&self, n: u64) {
+        self.lock().calls.slow_queries = n;
+    }
+
+    /// Runs everything that can run now (not late copies before their time, nor hung ones).
+    pub fn settle(&self) {
+        self.lock().run_all();
+    }
+
+    /// The host's virtual clock, in nanoseconds since the machine was made.
+    pub fn virtual_now_ns(&self) -> u64 {
+        self.lock().host_ns
+    }
+
+    /// Operations queued and not yet run, on all streams.
+    pub fn queued_operations(&self) -> usize {
+        self.lock()
+            .streams
+            .map
+            .values()
+            .map(|stream| stream.queue.len())
+            .sum()
+    }
+
     fn lock(&self) -> MutexGuard<'_, Machine> {
         // The state stays consistent across a panic (every operation checks
         // before it changes anything), so a poisoned lock is still usable.
         self.machine
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// One driver call of `kind`: counted, maybe failed on purpose, with the
+    /// scheduler's background work before it and, in eager mode, everything
+    /// runnable after it.
+    fn call<T>(
+        &self,
+        kind: CallKind,
+        call: &'static str,
+        bytes: usize,
+        body: impl FnOnce(&mut Machine) -> Result<T>,
+    ) -> Result<T> {
+        let mut machine = self.lock();
+        let fails = machine.calls.enter(kind);
+        machine.background();
+        if fails {
+            return Err(injected_error(kind, call, bytes));
+        }
+        let result = body(&mut machine);
+        if machine.execution == Execution::Eager {
+            machine.run_all();
+        }
+        result
+    }
+}
+
+/// The parsed [`BUILTIN_TOPOLOGY`].
+pub fn builtin_topology() -> Topology {
+    // The text is a constant of this crate and a test parses it, so a
+    // failure here is a bug in this file, not something a user can cause.
+    Topology::parse(BUILTIN_TOPOLOGY, Path::new("<builtin topology>"))
+        .expect("the built-in topology parses")
+}
+
+impl Drop for SimDriver {
+    /// A machine dropped with problems nobody looked at says so on stderr
+    /// (a test that forgot [`SimDriver::check_clean`] still leaves a trace
+    /// under `--nocapture`).
+    fn drop(&mut self) {
+        let machine = self.lock();
+        if machine.reports.looked_at || machine.reports.kept.is_empty() {
+            return;
+        }
+        let problems = SimProblems {
+            seed: machine.seed,
+            reports: machine.reports.kept.clone(),
+            dropped: machine.reports.dropped,
+        };
+        eprintln!(
+            "simulated machine {:?} dropped unchecked: {problems}",
+            self.topology.machine_name
+        );
     }
 }
 
@@ -313,154 +535,4 @@ fn invalid_handle(call: &'static str) -> Error {
 
 fn not_ready(call: &'static str) -> Error {
     cuda_error(call, 600, "CUDA_ERROR_NOT_READY")
-}
-
-impl Driver for SimDriver {
-    fn backend(&self) -> Backend {
-        Backend::Simulated
-    }
-
-    fn driver_version(&self) -> i32 {
-        self.topology.driver_version
-    }
-
-    fn devices(&self) -> &[DeviceInfo] {
-        &self.devices
-    }
-
-    fn claim(&self, from: usize, to: usize) -> Result<PeerClaim> {
-        self.lock().claim(from, to)
-    }
-
-    fn enable_peer_access(&self, accessor: usize, owner: usize) -> Result<()> {
-        self.lock().enable_peer_access(accessor, owner)
-    }
-
-    fn disable_peer_access(&self, accessor: usize, owner: usize) -> Result<()> {
-        self.lock().disable_peer_access(accessor, owner)
-    }
-
-    fn alloc_device(&self, device: usize, bytes: usize, kind: AllocKind) -> Result<DeviceAddr> {
-        self.lock().alloc_device(device, bytes, kind)
-    }
-
-    unsafe fn free_device(&self, ptr: DeviceAddr) -> Result<()> {
-        self.lock().free_device(ptr)
-    }
-
-    fn alloc_pinned(&self, bytes: usize) -> Result<*mut u8> {
-        self.lock().alloc_pinned(bytes)
-    }
-
-    unsafe fn free_pinned(&self, ptr: *mut u8) -> Result<()> {
-        self.lock().free_pinned(ptr)
-    }
-
-    fn pool_of(&self, ptr: DeviceAddr) -> Result<Option<PoolId>> {
-        self.lock().pool_of(ptr)
-    }
-
-    fn grant_pool_access(&self, pool: PoolId, accessor: usize) -> Result<()> {
-        self.lock().grant_pool_access(pool, accessor)
-    }
-
-    fn default_pool(&self, device: usize) -> Result<Option<PoolId>> {
-        self.check_device(device)?;
-        // Every simulated device has one pool, which `AllocKind::Pool` uses.
-        Ok(Some(PoolId { device, raw: 1 }))
-    }
-
-    fn create_stream(&self, device: usize) -> Result<StreamId> {
-        self.lock().create_stream(device)
-    }
-
-    unsafe fn destroy_stream(&self, stream: StreamId) -> Result<()> {
-        self.lock().destroy_stream(stream)
-    }
-
-    fn create_event(&self, device: usize) -> Result<EventId> {
-        self.lock().create_event(device, false)
-    }
-
-    fn create_timing_event(&self, device: usize) -> Result<EventId> {
-        self.lock().create_event(device, true)
-    }
-
-    unsafe fn destroy_event(&self, event: EventId) -> Result<()> {
-        self.lock().destroy_event(event)
-    }
-
-    unsafe fn copy_peer_async(
-        &self,
-        dst: DeviceAddr,
-        src: DeviceAddr,
-        bytes: usize,
-        stream: StreamId,
-    ) -> Result<()> {
-        self.lock().copy_peer(dst, src, bytes, stream)
-    }
-
-    unsafe fn copy_dtoh_async(
-        &self,
-        dst: *mut u8,
-        src: DeviceAddr,
-        bytes: usize,
-        stream: StreamId,
-    ) -> Result<()> {
-        if dst.is_null() && bytes > 0 {
-            return Err(invalid_value("cuMemcpyDtoHAsync"));
-        }
-        self.lock().copy_dtoh(src, bytes, stream, |device_bytes| {
-            // SAFETY: the caller promises `dst` is valid for `bytes` writes,
-            // and `device_bytes` is exactly `bytes` long.
-            unsafe { host_memory::copy_to_host(dst, device_bytes) }
-        })
-    }
-
-    unsafe fn copy_htod_async(
-        &self,
-        dst: DeviceAddr,
-        src: *const u8,
-        bytes: usize,
-        stream: StreamId,
-    ) -> Result<()> {
-        if src.is_null() && bytes > 0 {
-            return Err(invalid_value("cuMemcpyHtoDAsync"));
-        }
-        self.lock().copy_htod(dst, bytes, stream, |device_bytes| {
-            // SAFETY: the caller promises `src` is valid for `bytes` reads,
-            // and `device_bytes` is exactly `bytes` long.
-            unsafe { host_memory::copy_from_host(device_bytes, src) }
-        })
-    }
-
-    unsafe fn memset_async(
-        &self,
-        dst: DeviceAddr,
-        value: u8,
-        bytes: usize,
-        stream: StreamId,
-    ) -> Result<()> {
-        self.lock().memset(dst, value, bytes, stream)
-    }
-
-    fn record_event(&self, event: EventId, stream: StreamId) -> Result<()> {
-        self.lock().record_event(event, stream)
-    }
-
-    fn stream_wait_event(&self, stream: StreamId, event: EventId) -> Result<()> {
-        self.lock().stream_wait_event(stream, event)
-    }
-
-    fn event_done(&self, event: EventId) -> Result<bool> {
-        self.lock().event_done(event)
-    }
-
-    fn event_elapsed_ms(&self, start: EventId, end: EventId) -> Result<f32> {
-        self.lock().event_elapsed_ms(start, end)
-    }
-
-    fn synchronize_stream(&self, stream: StreamId) -> Result<()> {
-        self.lock().synchronize_stream(stream)
-    }
 }

@@ -1,26 +1,6 @@
 //! Topology files of simulated machines: the TOML format, its defaults, and its validation.
 //!
-//! ```toml
-//! [machine]
-//! name = "4 x RTX 4090 on PCIe"   # optional
-//! driver_version = 12080          # optional; part of the cache fingerprint
-//! [[gpu]]                         # ordinal = order of the [[gpu]] tables
-//! name = "Sim RTX 4090"           # optional
-//! pci = "0000:01:00.0"            # optional
-//! memory_mib = 24576              # optional
-//! host_gbps = 25.0                # optional; pinned copy speed to and from host
-//! [[peer]]                        # a pair with no entry is not claimed
-//! from = 0
-//! to = 1
-//! both = true                     # optional, default false: the same for 1 -> 0
-//! claimed = true                  # optional, default true: what cuDeviceCanAccessPeer says
-//! gbps = 50.0                     # optional
-//! fault = "none"                  # optional: none | zeros | corrupt | drop-tail | hang | enable-fails
-//! ```
-//!
-//! Every mistake — bad TOML, an unknown key or fault, a peer naming a GPU
-//! that does not exist, a pair given twice — is an [`Error::Topology`] that
-//! names the file, line and column.
+//! The format is documented on [`Topology`].
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -49,7 +29,31 @@ pub const SIM_COPY_ENGINES: u32 = 2;
 
 const MIB: u64 = 1 << 20;
 
-/// A simulated machine, validated, with every default filled in.
+/// A simulated machine, validated, with every default filled in: what a
+/// topology file (TOML) describes.
+///
+/// ```toml
+/// [machine]
+/// name = "4 x RTX 4090 on PCIe"   # optional
+/// driver_version = 12080          # optional; part of the cache fingerprint
+/// [[gpu]]                         # ordinal = order of the [[gpu]] tables
+/// name = "Sim RTX 4090"           # optional
+/// pci = "0000:01:00.0"            # optional
+/// memory_mib = 24576              # optional
+/// host_gbps = 25.0                # optional; pinned copy speed to and from host
+/// [[peer]]                        # a pair with no entry is not claimed
+/// from = 0
+/// to = 1
+/// both = true                     # optional, default false: the same for 1 -> 0
+/// claimed = true                  # optional, default true: what cuDeviceCanAccessPeer says
+/// gbps = 50.0                     # optional
+/// fault = "none"                  # optional: none | zeros | corrupt | drop-tail | hang | late | enable-fails
+/// late_ms = 50                    # with fault = "late" only (required there): see Fault::Late
+/// ```
+///
+/// Every mistake — bad TOML, an unknown key or fault, a peer naming a GPU
+/// that does not exist, a pair given twice — is an [`Error::Topology`] that
+/// names the file, line and column.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Topology {
     pub machine_name: String,
@@ -184,7 +188,22 @@ struct PeerTable {
     claimed: bool,
     gbps: Option<Spanned<f64>>,
     #[serde(default)]
-    fault: Fault,
+    fault: FaultName,
+    late_ms: Option<Spanned<u64>>,
+}
+
+/// A fault as the file spells it (`late` takes its time from `late_ms`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum FaultName {
+    #[default]
+    None,
+    Zeros,
+    Corrupt,
+    DropTail,
+    Hang,
+    Late,
+    EnableFails,
 }
 
 fn default_claimed() -> bool {
@@ -305,6 +324,27 @@ impl TopologyFile {
                 ));
             }
             let gbps = speed("gbps", peer.gbps.as_ref(), DEFAULT_PEER_GBPS)?;
+            let fault = match (peer.fault, &peer.late_ms) {
+                (FaultName::Late, Some(ms)) => Fault::Late { ms: *ms.get_ref() },
+                (FaultName::Late, None) => {
+                    return Err((
+                        Some(table.span()),
+                        "fault = \"late\" needs late_ms = N (virtual milliseconds past the copy's normal end)".to_string(),
+                    ))
+                }
+                (_, Some(ms)) => {
+                    return Err((
+                        Some(ms.span()),
+                        "late_ms is only for fault = \"late\"".to_string(),
+                    ))
+                }
+                (FaultName::None, None) => Fault::None,
+                (FaultName::Zeros, None) => Fault::Zeros,
+                (FaultName::Corrupt, None) => Fault::Corrupt,
+                (FaultName::DropTail, None) => Fault::DropTail,
+                (FaultName::Hang, None) => Fault::Hang,
+                (FaultName::EnableFails, None) => Fault::EnableFails,
+            };
             let directions: &[(usize, usize)] = if peer.both {
                 &[(from, to), (to, from)]
             } else {
@@ -325,7 +365,7 @@ impl TopologyFile {
                     to: b,
                     claimed: peer.claimed,
                     gbps,
-                    fault: peer.fault,
+                    fault,
                 });
             }
         }

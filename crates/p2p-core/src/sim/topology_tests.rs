@@ -20,7 +20,7 @@ to = 1
 both = true                     # optional, default false: the same for 1 -> 0
 claimed = true                  # optional, default true: what cuDeviceCanAccessPeer says
 gbps = 50.0                     # optional
-fault = "none"                  # optional: none | zeros | corrupt | drop-tail | hang | enable-fails
+fault = "none"                  # optional: none | zeros | corrupt | drop-tail | hang | late | enable-fails
 "#;
 
 fn parse(text: &str) -> Result<Topology> {
@@ -122,6 +122,25 @@ fn every_fault_name_parses() {
         assert_eq!(parse(&text).unwrap().peer(0, 1).unwrap().fault, fault);
         assert_eq!(fault.name(), name);
     }
+}
+
+#[test]
+fn a_late_fault_takes_its_time_and_only_it_takes_late_ms() {
+    let late = "[[gpu]]\n[[gpu]]\n[[peer]]\nfrom = 0\nto = 1\nfault = \"late\"\nlate_ms = 40\n";
+    let fault = parse(late).unwrap().peer(0, 1).unwrap().fault;
+    assert_eq!(fault, Fault::Late { ms: 40 });
+    assert_eq!(
+        (fault.name(), fault.to_string()),
+        ("late", "late (40 ms)".to_string())
+    );
+    let (line, _, message) =
+        failure("[[gpu]]\n[[gpu]]\n[[peer]]\nfrom = 0\nto = 1\nfault = \"late\"\n");
+    assert_eq!(line, 3);
+    assert!(message.contains("late_ms"), "{message}");
+    let (line, column, message) =
+        failure("[[gpu]]\n[[gpu]]\n[[peer]]\nfrom = 0\nto = 1\nfault = \"hang\"\nlate_ms = 5\n");
+    assert_eq!((line, column), (7, 11));
+    assert!(message.contains("only for fault = \"late\""), "{message}");
 }
 
 #[test]

@@ -1,12 +1,96 @@
-//! Helpers shared by the simulated-backend tests: a small machine and upload/download shortcuts.
+//! Helpers shared by the simulated-backend tests: one body over every schedule seed with a clean check, a small machine, upload/download shortcuts.
 
 // Each test crate uses a different subset of these helpers.
 #![allow(dead_code)]
 
+use std::cell::RefCell;
 use std::path::Path;
+use std::sync::Arc;
 
-use p2p_core::sim::SimDriver;
+use p2p_core::sim::{seeds, Execution, SimDriver, SimOptions, Topology};
 use p2p_core::{AllocKind, DeviceAddr, Driver, Error, StreamId};
+
+/// The machines one run of a test body made, all checked clean after it.
+pub(crate) struct Seeded {
+    pub(crate) seed: u64,
+    machines: RefCell<Vec<Arc<SimDriver>>>,
+}
+
+impl Seeded {
+    /// A context for one seed, for a test that checks its machines itself ([`Seeded::check`]).
+    pub(crate) fn with_seed(seed: u64) -> Seeded {
+        Seeded {
+            seed,
+            machines: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Fails if any machine made through [`Seeded::sim_of`] reported a problem.
+    pub(crate) fn check(&self) {
+        for sim in self.machines.borrow().iter() {
+            if let Err(problems) = sim.check_clean() {
+                panic!("{problems}");
+            }
+        }
+    }
+
+    /// A deferred machine of `text` under this run's seed, checked clean when the body returns.
+    pub(crate) fn sim_of(&self, text: &str) -> Arc<SimDriver> {
+        let topology = Topology::parse(text, Path::new("test.toml")).unwrap();
+        let sim = Arc::new(SimDriver::with_options(
+            topology,
+            SimOptions::default().seed(self.seed),
+        ));
+        self.machines.borrow_mut().push(sim.clone());
+        sim
+    }
+
+    /// [`THREE_GPUS`], checked clean when the body returns.
+    pub(crate) fn machine(&self) -> Arc<SimDriver> {
+        self.sim_of(THREE_GPUS)
+    }
+
+    /// The built-in machine, checked clean when the body returns.
+    pub(crate) fn builtin(&self) -> Arc<SimDriver> {
+        self.sim_of(p2p_core::sim::BUILTIN_TOPOLOGY)
+    }
+
+    /// A machine of `text` for a test that makes problems on purpose: not checked.
+    pub(crate) fn unchecked(&self, text: &str, execution: Execution) -> SimDriver {
+        let topology = Topology::parse(text, Path::new("test.toml")).unwrap();
+        SimDriver::with_options(
+            topology,
+            SimOptions::default().seed(self.seed).execution(execution),
+        )
+    }
+}
+
+/// Says which seed failed when a body panics (the panic message itself is above it).
+struct SeedOnPanic(u64);
+
+impl Drop for SeedOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "(failed under schedule seed {0}: replay with P2P_SIM_SEED={0})",
+                self.0
+            );
+        }
+    }
+}
+
+/// Runs `body` once per schedule seed of [`seeds`] (a handful; `P2P_SIM_SEEDS=N`
+/// for more, `P2P_SIM_SEED=S` for one), and fails if any machine it made
+/// through its [`Seeded`] reported a race or a memory problem.
+pub(crate) fn for_each_seed(body: impl Fn(&Seeded)) {
+    for seed in seeds() {
+        let guard = SeedOnPanic(seed);
+        let seeded = Seeded::with_seed(seed);
+        body(&seeded);
+        seeded.check();
+        drop(guard);
+    }
+}
 
 /// Three GPUs: 0 <-> 1 healthy at 50 GB/s, 1 -> 2 claimed with a fault set
 /// per test, 2 -> 1 fine, nothing between 0 and 2; gpu 2 has 1 MiB of memory.
