@@ -55,13 +55,20 @@ impl Machine {
 
 /// Opens `--sim FILE`, else the real GPUs, else (unless `--require-gpu`) the built-in simulated machine.
 pub(crate) fn open(args: &MachineArgs) -> Result<Machine, CliError> {
+    open_with(args, false)
+}
+
+/// As [`open`]; `shared_host_clock` makes a simulated machine's race
+/// detector treat all host threads as one, for commands that hand memory
+/// from thread to thread by spawning and joining them (which it cannot see).
+pub(crate) fn open_with(args: &MachineArgs, shared_host_clock: bool) -> Result<Machine, CliError> {
     let mut config = Config::from_env()?;
     config.reprobe |= args.reprobe;
     config.probe.thorough |= args.thorough;
     if let Some(ms) = args.probe_timeout_ms {
         config.probe.deadline = std::time::Duration::from_millis(ms.max(1));
     }
-    let mut options = SimOptions::default();
+    let mut options = SimOptions::default().shared_host_clock(shared_host_clock);
     if let Some(seed) = args.schedule_seed {
         options = options.seed(seed);
     }

@@ -206,6 +206,20 @@ impl Case {
         })
     }
 
+    /// Whether cells run moves on more than one host thread (both ways at once through a mover).
+    pub(crate) fn uses_threads(&self) -> bool {
+        matches!(
+            self.op,
+            Op::Moved {
+                both_ways: true,
+                ..
+            } | Op::Host {
+                dir: HostDir::BothWays,
+                ..
+            }
+        )
+    }
+
     fn is_pair_case(&self) -> bool {
         !matches!(self.op, Op::Host { .. })
     }

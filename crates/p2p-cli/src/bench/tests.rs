@@ -38,6 +38,7 @@ fn machine() -> (Arc<SimDriver>, Machine) {
         table,
         notice: None,
         name: "2 healthy sim GPUs".into(),
+        sim: Some(sim.clone()),
     };
     (sim, machine)
 }
@@ -104,12 +105,17 @@ fn a_path_that_goes_bad_after_the_probe_fails_its_cells_and_the_run() {
 
 #[test]
 fn a_healthy_pair_passes_with_the_topologys_speed() {
-    let (_sim, machine) = machine();
+    let (sim, machine) = machine();
     let options = options(&["peer", "peer-bidirectional", "device-to-host-pinned"]);
     let chosen = cases::choose(&options.cases).expect("cases exist");
     let results = measure_all(&machine.table, &chosen, &options, &Progress::hidden());
     for result in &results {
         assert_eq!(result.status(), Status::Passed, "{result:?}");
+    }
+    // The bench's own copies, events and reads were ordered: no race, no
+    // queued operation on memory it had let go of.
+    if let Err(problems) = sim.check_clean() {
+        panic!("{problems}");
     }
     let Cell::Measured {
         median, min, max, ..
