@@ -17,6 +17,8 @@ const RUN_MARKDOWN: [(&str, &str); 3] = [
     ("bench-tch.md", "tch-bench"),
     ("bench-p2p.md", "p2p bench"),
 ];
+/// `p2p bench --json` of a GPU run, kept beside its result file.
+const RUN_JSON: &str = "bench-p2p.json";
 /// What the bundle's run script writes about the machine: `key<TAB>value` lines.
 pub(crate) const RUN_INFO: &str = "run-info.tsv";
 
@@ -176,6 +178,14 @@ pub(crate) fn collect(dir: &Path) -> Result<PathBuf> {
     let path = dir.join(file.file_name());
     fs::write(&path, text)
         .map_err(|err| Error::new(format!("cannot write {}: {err}", path.display())))?;
+    // `p2p bench --json` travels with it, under the same name: the matrices as data.
+    let json = dir.join(RUN_JSON);
+    if json.exists() {
+        let kept = path.with_extension("p2p-bench.json");
+        fs::copy(&json, &kept)
+            .map_err(|err| Error::new(format!("cannot write {}: {err}", kept.display())))?;
+        println!("==> p2p bench's JSON kept as {}", kept.display());
+    }
     Ok(path)
 }
 
@@ -209,7 +219,11 @@ mod tests {
             "## Results\n\n| case | size | route | ours | baseline | baseline is | ratio | target | met |\n|---|---|---|---|---|---|---|---|---|\n| peer | 4 KiB | peer | 7 µs | 7 µs | raw | 1.00 | — | — |\n",
         )
         .unwrap();
+        fs::write(dir.join(RUN_JSON), "{}").unwrap();
         let path = collect(&dir).unwrap();
+        assert!(dir
+            .join("2026-12-02-nvidia-h200-x2-abc1234.p2p-bench.json")
+            .exists());
         assert!(
             path.ends_with("2026-12-02-nvidia-h200-x2-abc1234.tsv"),
             "{path:?}"

@@ -11,7 +11,8 @@
 #   bench-p2p.json      `p2p bench --json` (every case); bench-p2p.md the same as tables
 #   bench-gpu.md, bench-tch.md   gpu-bench's and tch-bench's tables
 #   bench.log           every benchmark's output
-#   DATE-KIND-COMMIT.tsv  the result file: commit it under benchmarks/results/,
+#   DATE-KIND-COMMIT.tsv  the result file (and DATE-KIND-COMMIT.p2p-bench.json, the
+#                       matrices as data): commit both under benchmarks/results/,
 #                       then `cargo xtask bench --report` regenerates BENCHMARKS.md
 # Knobs: P2P_BENCH_ARGS adds arguments to `p2p bench` (e.g. "--iterations 10").
 # Exits non-zero if anything failed (a wrong byte anywhere fails the run).
