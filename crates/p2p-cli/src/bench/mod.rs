@@ -10,6 +10,7 @@
 //! the topology's speeds.
 
 mod cases;
+mod catalogue;
 mod output;
 mod raw;
 mod sides;
