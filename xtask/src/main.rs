@@ -4,6 +4,9 @@
 //! adding dependencies here.
 
 mod bench;
+mod bench_bundle;
+mod bench_report;
+mod bench_results;
 mod downstream;
 mod gpu_test;
 mod libtorch;
@@ -31,8 +34,11 @@ tasks:
   gpu-test --bundle DIR   the same binaries, stripped, into DIR/bin with a DIR/run script;
                           run `DIR/run` from the repository root on the GPU machine
                           (results in $OUT, else target/gpu-results)
-  bench [-- ARGS]         criterion CPU benchmarks: cargo bench -p p2p-benches [-- ARGS];
-                          GPU benchmarks run from the gpu-test bundle
+  bench [-- ARGS]         criterion CPU benchmarks: cargo bench -p p2p-benches [-- ARGS]
+  bench --bundle DIR      the GPU benchmarks (gpu-bench, tch-bench, `p2p bench`), release and
+                          stripped, into DIR/bin with a DIR/run script that writes a result file
+  bench --report          BENCHMARKS.md from the result files in benchmarks/results/
+  bench --collect DIR     (run by DIR/run) one result file from a GPU run's output folder
   help                    this text
 ";
 
@@ -82,9 +88,15 @@ fn dispatch() -> Result<()> {
         },
         "bench" => match rest {
             [] => bench::run(&[]),
+            [flag, dir] if flag == "--bundle" => bench_bundle::bundle(&PathBuf::from(dir)),
+            [flag] if flag == "--report" => bench_report::write_report(),
+            [flag, dir] if flag == "--collect" => bench::collect(&PathBuf::from(dir)),
+            [flag] if flag == "--bundle" || flag == "--collect" => {
+                bail!("`{flag}` needs a directory\n\n{USAGE}")
+            }
             [separator, extra @ ..] if separator == "--" => bench::run(extra),
             _ => bail!(
-                "bench passes arguments after `--`: cargo xtask bench -- {}\n\n{USAGE}",
+                "bench takes --bundle DIR, --report, --collect DIR, or arguments for criterion after `--`: cargo xtask bench -- {}\n\n{USAGE}",
                 rest.join(" ")
             ),
         },

@@ -23,6 +23,9 @@ pub(crate) enum CliError {
     Move(#[from] p2p_move::Error),
     #[error("writing JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// Arguments that cannot be used together or name nothing.
+    #[error("{0}")]
+    Usage(String),
     /// A topology file that describes no GPU (empty, or only comments).
     #[error("{}: describes no GPU; add a [[gpu]] table for each simulated GPU", path.display())]
     EmptyTopology { path: std::path::PathBuf },
@@ -66,6 +69,13 @@ impl Machine {
 
 /// Opens `--sim FILE`, else the real GPUs, else (unless `--require-gpu`) the built-in simulated machine.
 pub(crate) fn open(args: &MachineArgs) -> Result<Machine, CliError> {
+    open_with(args, false)
+}
+
+/// As [`open`]; `shared_host_clock` makes a simulated machine's race
+/// detector treat all host threads as one, for commands that hand memory
+/// from thread to thread by spawning and joining them (which it cannot see).
+pub(crate) fn open_with(args: &MachineArgs, shared_host_clock: bool) -> Result<Machine, CliError> {
     let mut config = Config::from_env()?;
     config.reprobe |= args.reprobe;
     config.probe.thorough |= args.thorough;
@@ -73,7 +83,7 @@ pub(crate) fn open(args: &MachineArgs) -> Result<Machine, CliError> {
         // clap refuses 0: a probe that may take no time declares every pair hung.
         config.probe.deadline = std::time::Duration::from_millis(ms);
     }
-    let mut options = SimOptions::default();
+    let mut options = SimOptions::default().shared_host_clock(shared_host_clock);
     if let Some(seed) = args.schedule_seed {
         options = options.seed(seed);
     }

@@ -10,13 +10,24 @@ use crate::machine::{self, CliError};
 use crate::report::{self, printable};
 use crate::MachineArgs;
 
-pub(crate) fn run(args: &MachineArgs, json: bool) -> Result<ExitCode, CliError> {
+/// `--exit-code`: the status when a pair the driver claims is found broken.
+pub(crate) const EXIT_CLAIMED_PAIR_BROKEN: u8 = 3;
+
+pub(crate) fn run(args: &MachineArgs, json: bool, exit_code: bool) -> Result<ExitCode, CliError> {
     let machine = machine::open(args)?;
     let driver = machine.driver();
     let started = Instant::now();
     let verdicts = machine.table.probe_all()?;
     let probe_seconds = started.elapsed().as_secs_f64();
     let cache_file = machine.table.cache_path().map(|p| p.display().to_string());
+    let claimed_broken = verdicts
+        .iter()
+        .any(|v| v.claimed && v.state() == PairState::Broken);
+    let success = if exit_code && claimed_broken {
+        ExitCode::from(EXIT_CLAIMED_PAIR_BROKEN)
+    } else {
+        ExitCode::SUCCESS
+    };
 
     if json {
         let devices: Vec<_> = driver
@@ -49,7 +60,7 @@ pub(crate) fn run(args: &MachineArgs, json: bool) -> Result<ExitCode, CliError> 
             "probe_seconds": probe_seconds,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(success);
     }
 
     report::banner(&machine);
@@ -92,7 +103,7 @@ pub(crate) fn run(args: &MachineArgs, json: bool) -> Result<ExitCode, CliError> 
         None => println!("\nVerdict cache: off"),
     }
     println!("Probe time: {probe_seconds:.3} s");
-    Ok(ExitCode::SUCCESS)
+    Ok(success)
 }
 
 /// The claimed / found matrix, one row per source device. Verdicts are
