@@ -34,6 +34,47 @@ pub(crate) fn check_all() -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask cuda-versions`: `cargo check` of p2p-core and p2p-move with
+/// each CUDA version feature p2p-core declares, so a binding that differs
+/// between versions and lacks its `cfg` shows. Too slow for every
+/// `cargo xtask test` (one cudarc build per version); run it when the
+/// backend's driver calls change.
+pub(crate) fn check_cuda_versions() -> Result<()> {
+    let root = project_root();
+    let manifest = root.join("crates/p2p-core/Cargo.toml");
+    let text = std::fs::read_to_string(&manifest)
+        .map_err(|err| Error::new(format!("cannot read {}: {err}", manifest.display())))?;
+    let versions = cuda_version_features(&text);
+    if versions.is_empty() {
+        bail!(
+            "{} declares no `cuda-*` version feature",
+            manifest.display()
+        );
+    }
+    for version in versions {
+        Cmd::cargo()
+            .args(["check", "--quiet", "-p", "p2p-core", "-p", "p2p-move"])
+            .args(["--no-default-features", "--features"])
+            .arg(format!("p2p-core/{version},p2p-move/{version}"))
+            .run()?;
+    }
+    Ok(())
+}
+
+/// The `cuda-NNNNN = [...]` feature names of a manifest, in order.
+fn cuda_version_features(manifest: &str) -> Vec<String> {
+    manifest
+        .lines()
+        .filter_map(|line| line.split_once('=').map(|(name, _)| name.trim()))
+        .filter(|name| {
+            name.strip_prefix("cuda-").is_some_and(|digits| {
+                digits.len() == 5 && digits.bytes().all(|b| b.is_ascii_digit())
+            })
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
 /// The `Cargo.toml` of each directory under `dir`, sorted.
 fn downstream_crates(dir: &Path) -> Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir)
@@ -50,6 +91,17 @@ fn downstream_crates(dir: &Path) -> Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_every_cuda_version_feature_of_p2p_core() {
+        let text =
+            std::fs::read_to_string(project_root().join("crates/p2p-core/Cargo.toml")).unwrap();
+        let versions = cuda_version_features(&text);
+        assert_eq!(versions.len(), 19, "{versions:?}");
+        assert_eq!(versions.first().map(String::as_str), Some("cuda-11040"));
+        assert_eq!(versions.last().map(String::as_str), Some("cuda-13040"));
+        assert!(!versions.iter().any(|v| v == "cuda-tests"));
+    }
 
     #[test]
     fn finds_the_downstream_crates_the_issue_asks_for() {

@@ -34,6 +34,8 @@ tasks:
   gpu-test --bundle DIR   the same binaries, stripped, into DIR/bin with a DIR/run script;
                           run `DIR/run` from the repository root on the GPU machine
                           (results in $OUT, else target/gpu-results)
+  cuda-versions           cargo check of p2p-core and p2p-move with each CUDA version feature
+                          (one cudarc build each: run it when the backend's driver calls change)
   bench [-- ARGS]         criterion CPU benchmarks: cargo bench -p p2p-benches [-- ARGS]
   bench --bundle DIR      the GPU benchmarks (gpu-bench, tch-bench, `p2p bench`), release and
                           stripped, into DIR/bin with a DIR/run script that writes a result file
@@ -76,6 +78,10 @@ fn dispatch() -> Result<()> {
         "test" => {
             no_more_arguments(task, rest)?;
             test::run()
+        }
+        "cuda-versions" => {
+            no_more_arguments(task, rest)?;
+            downstream::check_cuda_versions()
         }
         "gpu-test" => match rest {
             [] => gpu_test::run(None),

@@ -135,11 +135,12 @@ fn pinning_creates_no_context_on_an_idle_gpu() {
 #[test]
 #[ignore = "run in a fresh process by pinning_creates_no_context_on_an_idle_gpu"]
 fn pinning_child() {
-    assert_eq!(
-        std::env::var(PINNING_CHILD).as_deref(),
-        Ok("1"),
-        "run through pinning_creates_no_context_on_an_idle_gpu"
-    );
+    if std::env::var(PINNING_CHILD).as_deref() != Ok("1") {
+        // Run with `--include-ignored` beside other tests, whose contexts
+        // would make it meaningless: the parent test is the one that counts.
+        eprintln!("pinning_child runs only in the process pinning_creates_no_context_on_an_idle_gpu starts");
+        return;
+    }
     let driver = cuda_driver();
     let last = driver.device_count() - 1;
     assert!(
