@@ -43,7 +43,10 @@ impl DisabledPairs {
         }
     }
 
-    /// Parses `all`, `none`, or `0->1,2->3,1<->2`.
+    /// Parses `all`, `none`, or `0->1,2->3,1<->2` (also `1` for all and `0`
+    /// or nothing for none). Every item must be a pair of two different
+    /// ordinals; a list with no pair at all (`,,,`) is refused, not read as
+    /// "none".
     pub fn parse(text: &str) -> std::result::Result<Self, String> {
         let text = text.trim();
         match text.to_ascii_lowercase().as_str() {
@@ -52,7 +55,12 @@ impl DisabledPairs {
             _ => {}
         }
         let mut set = BTreeSet::new();
-        for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        for item in text.split(',').map(str::trim) {
+            if item.is_empty() {
+                return Err(format!(
+                    "`{text}` has an empty item; write pairs separated by commas, like `0->1,2<->3`"
+                ));
+            }
             let (both, parts) = if let Some((a, b)) = item.split_once("<->") {
                 (true, (a, b))
             } else if let Some((a, b)) = item.split_once("->") {
@@ -66,12 +74,35 @@ impl DisabledPairs {
                     .map_err(|_| format!("`{}` in `{item}` is not a device ordinal", s.trim()))
             };
             let (from, to) = (ordinal(parts.0)?, ordinal(parts.1)?);
+            if from == to {
+                return Err(format!(
+                    "`{item}` pairs cuda:{from} with itself; a device's copies within itself never use peer access"
+                ));
+            }
             set.insert((from, to));
             if both {
                 set.insert((to, from));
             }
         }
         Ok(DisabledPairs::Pairs(set))
+    }
+
+    /// `Err` naming the first pair with an ordinal past `device_count` (a
+    /// pair that cannot exist on this machine is a typo, not a no-op).
+    pub fn check_devices(&self, device_count: usize) -> std::result::Result<(), String> {
+        let DisabledPairs::Pairs(set) = self else {
+            return Ok(());
+        };
+        match set
+            .iter()
+            .find(|(from, to)| (*from).max(*to) >= device_count)
+        {
+            Some(&(from, to)) => Err(format!(
+                "the pair {from}->{to} names cuda:{}, but this machine has {device_count} GPU(s)",
+                from.max(to)
+            )),
+            None => Ok(()),
+        }
     }
 }
 
@@ -197,7 +228,23 @@ mod tests {
         assert!(pairs.contains(2, 3) && pairs.contains(3, 2));
         assert!(DisabledPairs::parse("0-1").is_err());
         assert!(DisabledPairs::parse("a->1").is_err());
+        assert!(DisabledPairs::parse("0->1,").is_err());
         assert!(!DisabledPairs::All.contains(2, 2));
+    }
+
+    #[test]
+    fn pairs_that_cannot_mean_anything_are_refused() {
+        for bad in [",,,", "1->1", "2<->2", "0->1,,2->3"] {
+            let err = DisabledPairs::parse(bad).unwrap_err();
+            assert!(err.contains('`'), "{bad}: {err}");
+        }
+        let far = DisabledPairs::parse("0->99").unwrap();
+        let err = far.check_devices(4).unwrap_err();
+        assert!(err.contains("0->99") && err.contains("cuda:99"), "{err}");
+        assert!(far.check_devices(100).is_ok());
+        assert!(DisabledPairs::All.check_devices(0).is_ok());
+        let err = config(&[(ENV_DISABLE, ",,,")]).unwrap_err().to_string();
+        assert!(err.contains(ENV_DISABLE) && err.contains(",,,"), "{err}");
     }
 
     #[test]

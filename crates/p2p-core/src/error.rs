@@ -10,7 +10,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// No CUDA driver library (`libcuda.so`) could be loaded on this machine.
-    #[error("no CUDA driver on this machine ({detail}); install the NVIDIA driver, or work on a simulated machine (`p2p --sim FILE`, `SimDriver`)")]
+    #[error("no CUDA driver on this machine ({detail}); install the NVIDIA driver, or work on a simulated machine (`p2p probe --sim FILE`, `SimDriver`)")]
     NoDriver { detail: String },
 
     /// A CUDA driver call returned an error code.
@@ -28,6 +28,17 @@ pub enum Error {
     /// An allocation on a device or in pinned host memory failed for lack of memory.
     #[error("out of memory allocating {bytes} bytes on {place}")]
     OutOfMemory { place: String, bytes: usize },
+
+    /// The probe of a pair failed recently (out of memory, a driver error)
+    /// and is not tried again until its backoff has passed.
+    #[error("probing cuda:{from} -> cuda:{to} failed recently ({detail}); not trying again for {retry_in_ms} ms")]
+    ProbeFailed {
+        from: usize,
+        to: usize,
+        /// The first failure's message.
+        detail: String,
+        retry_in_ms: u64,
+    },
 
     /// Work on a stream did not finish before its deadline (a hung copy).
     #[error("{what} did not finish within {after_ms} ms")]

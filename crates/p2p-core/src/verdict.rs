@@ -22,7 +22,14 @@ pub enum Reason {
     /// The copy did not finish within the probe deadline.
     Timeout { after_ms: u64 },
     /// Thorough mode: correct, but slower than staging through pinned host memory.
-    SlowerThanStaging { peer_gbps: f64, staged_gbps: f64 },
+    SlowerThanStaging {
+        /// Written as `measured_peer_gbps`: the verdict's own `peer_gbps`
+        /// sits in the same JSON object (the reason is flattened into it),
+        /// and a key written twice makes the whole file unreadable.
+        #[serde(rename = "measured_peer_gbps")]
+        peer_gbps: f64,
+        staged_gbps: f64,
+    },
     /// Peer copy turned off by the operator (environment or policy).
     DisabledByPolicy,
 }
@@ -39,6 +46,13 @@ impl Reason {
             Reason::SlowerThanStaging { .. } => "slower-than-staging",
             Reason::DisabledByPolicy => "disabled-by-policy",
         }
+    }
+
+    /// Whether the reason may not hold for long: a timeout (a busy or
+    /// recovering GPU) or a failure to enable access (process state such as
+    /// too many peers). Cached with an expiry, not for good.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Reason::Timeout { .. } | Reason::EnableFailed { .. })
     }
 
     /// One line for people: the name and the detail.

@@ -14,7 +14,7 @@ mod raw_copy;
 
 use raw_copy::{copy_and_compare, gbps, staging_gbps, CopyOutcome};
 
-use crate::{Driver, PeerVerdict, Reason, Result};
+use crate::{Driver, PeerAccess, PeerVerdict, Reason, Result};
 
 /// How thoroughly and how patiently to probe.
 #[derive(Clone, Debug, PartialEq)]
@@ -63,7 +63,11 @@ pub(super) fn first_mismatch(expected: &[u8], found: &[u8]) -> Option<(u64, u8, 
         .map(|i| (i as u64, expected[i], found[i]))
 }
 
-/// Probes peer copy `from -> to` and returns its verdict.
+/// How many bytes re-validate a cached `verified` (at most the probe's own size).
+pub const REVALIDATE_BYTES: usize = 64 << 10;
+
+/// Probes peer copy `from -> to` and returns its verdict, with peer access
+/// managed by a [`PeerAccess`] of its own (see [`probe_with`]).
 ///
 /// `Err` means the probe itself could not run (a device is out of memory,
 /// an invalid ordinal, a driver failure outside the copy); such a result says
@@ -74,8 +78,46 @@ pub fn probe_pair(
     to: usize,
     options: &ProbeOptions,
 ) -> Result<PeerVerdict> {
+    probe_with(&PeerAccess::new(driver.clone()), from, to, options)
+}
+
+/// Probes peer copy `from -> to`, opening the direction through `access` for
+/// the test copy and closing it again unless the verdict is `verified`: a
+/// broken direction left open would be taken by other code in the process.
+/// Only the direction probed is touched (verdicts are directed).
+pub fn probe_with(
+    access: &PeerAccess,
+    from: usize,
+    to: usize,
+    options: &ProbeOptions,
+) -> Result<PeerVerdict> {
+    let driver = access.driver();
     driver.check_device(from)?;
     driver.check_device(to)?;
+    let outcome = probe_open(access, from, to, options);
+    let close = match &outcome {
+        Ok(verdict) => !verdict.is_verified() && verdict.reason != Reason::NotClaimed,
+        // The probe may have opened the direction before it failed.
+        Err(_) => access.is_enabled(from, to),
+    };
+    if close && from != to {
+        if let Err(err) = access.disable(from, to) {
+            tracing::warn!(
+                "could not disable peer access cuda:{from} -> cuda:{to} after its probe failed: {err}"
+            );
+        }
+    }
+    outcome
+}
+
+/// The probe proper; leaves the direction open whatever it found.
+fn probe_open(
+    access: &PeerAccess,
+    from: usize,
+    to: usize,
+    options: &ProbeOptions,
+) -> Result<PeerVerdict> {
+    let driver = access.driver();
     let started = Instant::now();
     let claim = driver.claim(from, to)?;
     let verdict = |reason: Reason, peer_gbps: Option<f64>| PeerVerdict {
@@ -92,10 +134,10 @@ pub fn probe_pair(
     if !claim.claimed() {
         return Ok(verdict(Reason::NotClaimed, None));
     }
-    // The source context must reach the destination's memory; the reverse is
-    // enabled too (DESIGN.md: both contexts), but only as a courtesy, so that
-    // a one-way failure stays a one-way verdict.
-    if let Err(err) = driver.enable_peer_access(from, to) {
+    // Only the direction under test: the source context must reach the
+    // destination's memory. Enabling the reverse too would open a path
+    // nobody has checked.
+    if let Err(err) = access.enable(from, to) {
         return Ok(verdict(
             Reason::EnableFailed {
                 detail: err.to_string(),
@@ -103,29 +145,8 @@ pub fn probe_pair(
             None,
         ));
     }
-    if let Err(err) = driver.enable_peer_access(to, from) {
-        tracing::debug!(
-            "enabling cuda:{to} -> cuda:{from} access (reverse of the probed pair): {err}"
-        );
-    }
 
-    let seed = ((from as u64) << 32) | to as u64;
-    // A copy that failed ends the probe with its reason; a correct one gives its time.
-    let failed = |outcome: CopyOutcome| match outcome {
-        CopyOutcome::Correct { seconds } => Ok(seconds),
-        CopyOutcome::Corrupt {
-            offset,
-            expected,
-            found,
-        } => Err(Reason::Corrupt {
-            offset,
-            expected,
-            found,
-        }),
-        CopyOutcome::TimedOut => Err(Reason::Timeout {
-            after_ms: options.deadline.as_millis() as u64,
-        }),
-    };
+    let seed = pair_seed(from, to);
     let outcome = copy_and_compare(
         driver,
         from,
@@ -134,7 +155,7 @@ pub fn probe_pair(
         seed,
         options.deadline,
     )?;
-    if let Err(reason) = failed(outcome) {
+    if let Err(reason) = outcome_reason(outcome, options.deadline) {
         return Ok(verdict(reason, None));
     }
     if !options.thorough {
@@ -143,7 +164,7 @@ pub fn probe_pair(
 
     let bytes = options.thorough_bytes;
     let outcome = copy_and_compare(driver, from, to, bytes, seed ^ 0xA5A5, options.deadline)?;
-    let peer_seconds = match failed(outcome) {
+    let peer_seconds = match outcome_reason(outcome, options.deadline) {
         Ok(seconds) => seconds,
         Err(reason) => return Ok(verdict(reason, None)),
     };
@@ -159,6 +180,63 @@ pub fn probe_pair(
         ));
     }
     Ok(verdict(Reason::Verified, Some(peer_gbps)))
+}
+
+/// Checks a direction cached as verified with one short pattern copy, before
+/// this process trusts it (what breaks peer copy can change without anything
+/// in the fingerprint changing). Opens the direction through `access` first,
+/// as the copy must take the direct path to test it. `Ok(None)`: the bytes
+/// arrived; `Ok(Some(reason))`: they did not, or not in time.
+pub fn revalidate(
+    access: &PeerAccess,
+    from: usize,
+    to: usize,
+    options: &ProbeOptions,
+) -> Result<Option<Reason>> {
+    let driver = access.driver();
+    driver.check_device(from)?;
+    driver.check_device(to)?;
+    if from == to {
+        return Ok(None);
+    }
+    access.enable(from, to)?;
+    let bytes = options.pattern_bytes.clamp(1, REVALIDATE_BYTES);
+    let outcome = copy_and_compare(
+        driver,
+        from,
+        to,
+        bytes,
+        // Another pattern than the probe's, from a fresh allocation.
+        pair_seed(from, to) ^ 0x005E_ED0F_C0DE,
+        options.deadline,
+    )?;
+    Ok(outcome_reason(outcome, options.deadline).err())
+}
+
+/// A copy that failed ends the probe with its reason; a correct one gives its time.
+fn outcome_reason(outcome: CopyOutcome, deadline: Duration) -> std::result::Result<f64, Reason> {
+    match outcome {
+        CopyOutcome::Correct { seconds } => Ok(seconds),
+        CopyOutcome::Corrupt {
+            offset,
+            expected,
+            found,
+        } => Err(Reason::Corrupt {
+            offset,
+            expected,
+            found,
+        }),
+        CopyOutcome::TimedOut => Err(Reason::Timeout {
+            after_ms: deadline.as_millis() as u64,
+        }),
+    }
+}
+
+/// The pattern's seed for a pair: the same on every run, so that a corrupt
+/// offset can be reproduced; the poisoned destination (the complement of the
+/// pattern) already makes every byte the copy fails to write show.
+fn pair_seed(from: usize, to: usize) -> u64 {
+    ((from as u64) << 32) | to as u64
 }
 
 #[cfg(test)]

@@ -111,9 +111,14 @@ fn time_on_stream(
     Ok(f64::from(driver.event_elapsed_ms(start.id(), end.id())?) / 1e3)
 }
 
+/// GB/s of `bytes` in `seconds`, always finite: a copy timed at zero (or a
+/// nonsense time) counts as one nanosecond, since an infinite figure cannot
+/// be written to the cache file (JSON has no infinity).
 pub(super) fn gbps(bytes: usize, seconds: f64) -> f64 {
-    if seconds <= 0.0 {
-        return f64::INFINITY;
-    }
+    let seconds = if seconds.is_finite() {
+        seconds.max(1e-9)
+    } else {
+        1e-9
+    };
     bytes as f64 / seconds / 1e9
 }

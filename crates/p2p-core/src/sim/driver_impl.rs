@@ -22,6 +22,13 @@ impl Driver for SimDriver {
         &self.devices
     }
 
+    fn machine_state(&self) -> Vec<(String, String)> {
+        // The whole validated topology (faults, speeds, claims): editing a
+        // fault makes another machine for the verdict cache. The host's own
+        // state does not matter to a simulated machine.
+        vec![("topology".to_string(), format!("{:?}", self.topology))]
+    }
+
     fn claim(&self, from: usize, to: usize) -> Result<PeerClaim> {
         self.call(CallKind::Claim, "cuDeviceCanAccessPeer", 0, |m| {
             m.claim(from, to)
