@@ -4,6 +4,7 @@
 //! adding dependencies here.
 
 mod bench;
+mod downstream;
 mod gpu_test;
 mod libtorch;
 mod manifest;
@@ -22,7 +23,9 @@ usage: cargo xtask <task>
 
 tasks:
   test                    cargo fmt --check, clippy -D warnings and tests for the workspace,
-                          then p2p-tch (with PyTorch 2.11.0 in .venv once it depends on tch)
+                          `cargo check` of the crates in xtask/downstream (cudarc users'
+                          feature sets), then p2p-tch (with PyTorch 2.11.0 in .venv once it
+                          depends on tch)
   gpu-test                build the GPU test, CLI and gpu-* bench binaries (release, feature
                           cuda-tests) and run them here; needs a GPU (`nvidia-smi -L`)
   gpu-test --bundle DIR   the same binaries, stripped, into DIR/bin with a DIR/run script;

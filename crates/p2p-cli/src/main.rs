@@ -31,8 +31,8 @@ struct MachineArgs {
     /// Ignore cached verdicts and probe again (same as P2P_REPROBE=1).
     #[arg(long)]
     reprobe: bool,
-    /// How long a probe copy may take before the pair is declared hung.
-    #[arg(long, value_name = "N")]
+    /// How long a probe copy may take before the pair is declared hung (1 or more).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     probe_timeout_ms: Option<u64>,
     /// Also time peer copy against staging; a slower peer path is not used.
     #[arg(long)]
@@ -98,6 +98,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in logs or pipes.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let outcome = match cli.command {

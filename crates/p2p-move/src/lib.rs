@@ -17,6 +17,7 @@
 //! [`parse_size`] and [`format_size`] read and write byte counts for people
 //! (`8 MiB`).
 
+mod cudarc_slices;
 mod error;
 mod exec;
 mod plan;
@@ -29,6 +30,7 @@ pub use exec::{
     BatchCompletion, Completion, MoveSource, MoveTarget, Mover, RawBytes, RawRange, StreamOrder,
     Transfer,
 };
+pub use p2p_core::cudarc;
 pub use p2p_core::Error as CoreError;
 pub use p2p_core::Location;
 pub use plan::{plan, Chunk, Plan, Route, MAX_CHUNKS};
