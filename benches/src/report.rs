@@ -120,10 +120,30 @@ impl Row {
         }
     }
 
+    /// The route the row measures, from its label: `peer`, `staged`,
+    /// `host-to-device`, `via cuda:2` (batches are peer copies).
+    pub fn route_name(&self) -> String {
+        let label = self.route.as_str();
+        if label.starts_with("via ") {
+            label.split(" (").next().unwrap_or(label).to_string()
+        } else if label.starts_with("peer") || label.starts_with("batch") {
+            "peer".into()
+        } else if label.starts_with("staged") {
+            "staged".into()
+        } else if label.starts_with("host to device") {
+            "host-to-device".into()
+        } else if label.starts_with("device to host") {
+            "device-to-host".into()
+        } else {
+            label.to_string()
+        }
+    }
+
     fn cells(&self) -> Vec<String> {
         vec![
             self.route.clone(),
             self.size.clone(),
+            self.route_name(),
             figure(self.show, self.bytes, self.ours),
             figure(self.show, self.bytes, self.baseline),
             self.baseline_name.clone(),
@@ -154,16 +174,18 @@ pub fn format_time(time: Duration) -> String {
     }
 }
 
-/// Column headers of the results table.
-pub const ROW_HEADERS: [&str; 8] = [
-    "route",
+/// Column headers of the results table: the comparison columns of a
+/// benchmark result file (`case` is the row's label, `met` its outcome).
+pub const ROW_HEADERS: [&str; 9] = [
+    "case",
     "size",
+    "route",
     "ours",
     "baseline",
     "baseline is",
     "ratio",
     "target",
-    "result",
+    "met",
 ];
 
 /// A table of text cells, rendered padded for a terminal or as markdown.
@@ -317,6 +339,23 @@ mod tests {
     }
 
     #[test]
+    fn route_names_come_from_row_labels() {
+        let named = |label: &str| {
+            Row {
+                route: label.into(),
+                ..row(1, 1, None)
+            }
+            .route_name()
+        };
+        assert_eq!(named("peer (cuMemAlloc)"), "peer");
+        assert_eq!(named("batch: copy_batch of 256"), "peer");
+        assert_eq!(named("staged (pinned pipeline)"), "staged");
+        assert_eq!(named("host to device (pageable Vec)"), "host-to-device");
+        assert_eq!(named("via cuda:2"), "via cuda:2");
+        assert_eq!(named("via cuda:2 (scratch)"), "via cuda:2");
+    }
+
+    #[test]
     fn figures_pick_their_unit() {
         assert_eq!(
             figure(Show::Time, 4096, Duration::from_nanos(9_650)),
@@ -338,9 +377,12 @@ mod tests {
         let text = table.to_text();
         assert!(text.lines().count() == 3 && text.contains("met"), "{text}");
         let markdown = table.to_markdown();
-        assert!(markdown.starts_with("| route | size |"), "{markdown}");
         assert!(
-            markdown.contains("| peer | 4 KiB | 10.0 µs | 9.0 µs | raw | 0.90 |"),
+            markdown.starts_with("| case | size | route |"),
+            "{markdown}"
+        );
+        assert!(
+            markdown.contains("| peer | 4 KiB | peer | 10.0 µs | 9.0 µs | raw | 0.90 |"),
             "{markdown}"
         );
     }

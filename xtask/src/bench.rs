@@ -1,4 +1,4 @@
-//! `cargo xtask bench`: the criterion CPU benchmarks of `p2p-benches` (GPU benchmarks run from the gpu-test bundle).
+//! `cargo xtask bench`: the criterion CPU benchmarks of `p2p-benches`; `--bundle DIR` for the GPU benchmarks, `--report` for BENCHMARKS.md, `--collect DIR` for a GPU run's result file.
 
 use std::path::PathBuf;
 
@@ -15,7 +15,7 @@ pub(crate) fn run(extra: &[String]) -> Result<()> {
         "==> criterion results: {} (one folder per benchmark; `new/estimates.json` holds the figures)",
         criterion_dir().display()
     );
-    println!("    GPU benchmarks are `gpu-*` binaries: `cargo xtask gpu-test --bundle target/gpu-bundle`, then `target/gpu-bundle/run` on the GPU machine");
+    println!("    GPU benchmarks: `cargo xtask bench --bundle target/bench-bundle`, then `target/bench-bundle/run` on the GPU machine");
     Ok(())
 }
 
@@ -24,4 +24,11 @@ fn criterion_dir() -> PathBuf {
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
     project_root().join(target).join("criterion")
+}
+
+/// `xtask bench --collect DIR`: prints the path of the result file written.
+pub(crate) fn collect(dir: &std::path::Path) -> Result<()> {
+    let path = crate::bench_report::collect(dir)?;
+    println!("==> result file {}", path.display());
+    Ok(())
 }

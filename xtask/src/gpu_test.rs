@@ -11,13 +11,13 @@ use crate::libtorch::ensure_libtorch;
 use crate::manifest::{workspace_manifests, Manifest};
 use crate::util::{bail, project_root, Cmd, Error, Result};
 
-const FEATURE: &str = "cuda-tests";
+pub(crate) const FEATURE: &str = "cuda-tests";
 const CLI_PACKAGE: &str = "p2p-cli";
 const CLI_BINARY: &str = "p2p";
 const BENCH_PACKAGE: &str = "p2p-benches";
 const BENCH_PREFIX: &str = "gpu-";
 /// The bundle travels to the GPU machine with at most 64 MiB in all.
-const BUNDLE_LIMIT_MIB: f64 = 64.0;
+pub(crate) const BUNDLE_LIMIT_MIB: f64 = 64.0;
 const RUN_SCRIPT: &str = include_str!("gpu_run.sh");
 
 /// Built binaries, by role.
@@ -238,19 +238,19 @@ fn render_run_script(tests: &[String], benches: &[String]) -> Result<String> {
 
 /// One `compiler-artifact` line of cargo's JSON output, as far as it matters here.
 #[derive(Debug, PartialEq)]
-struct Artifact {
-    executable: PathBuf,
+pub(crate) struct Artifact {
+    pub(crate) executable: PathBuf,
     /// Built as a test harness (`"profile":{...,"test":true}`).
-    test: bool,
+    pub(crate) test: bool,
     /// A `[[bin]]` target.
-    is_bin: bool,
+    pub(crate) is_bin: bool,
     /// An example (`examples/*.rs`).
-    is_example: bool,
+    pub(crate) is_example: bool,
 }
 
 /// The executables in `cargo --message-format=json` output. Read by string
 /// search: cargo writes one compact object per line, and xtask keeps no JSON dependency.
-fn artifacts(json_lines: &str) -> Vec<Artifact> {
+pub(crate) fn artifacts(json_lines: &str) -> Vec<Artifact> {
     json_lines
         .lines()
         .filter(|line| line.contains(r#""reason":"compiler-artifact""#))
@@ -297,25 +297,25 @@ fn names(paths: &[PathBuf]) -> Vec<String> {
     paths.iter().map(|path| file_name(path)).collect()
 }
 
-fn file_name(path: &Path) -> String {
+pub(crate) fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default()
 }
 
-fn relative_to(path: &Path, base: &Path) -> PathBuf {
+pub(crate) fn relative_to(path: &Path, base: &Path) -> PathBuf {
     path.strip_prefix(base)
         .map_or_else(|_| path.to_path_buf(), Path::to_path_buf)
 }
 
-fn make_executable(path: &Path) -> Result<()> {
+pub(crate) fn make_executable(path: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(path, fs::Permissions::from_mode(0o755))
         .map_err(|err| io_error("cannot chmod", path, err))
 }
 
 /// Number of files and their total size under `dir`.
-fn size_of_dir(dir: &Path) -> Result<(usize, u64)> {
+pub(crate) fn size_of_dir(dir: &Path) -> Result<(usize, u64)> {
     let mut files = 0;
     let mut bytes = 0;
     let entries = fs::read_dir(dir).map_err(|err| io_error("cannot list", dir, err))?;
@@ -337,7 +337,7 @@ fn size_of_dir(dir: &Path) -> Result<(usize, u64)> {
     Ok((files, bytes))
 }
 
-fn io_error(what: &str, path: &Path, err: std::io::Error) -> Error {
+pub(crate) fn io_error(what: &str, path: &Path, err: std::io::Error) -> Error {
     Error::new(format!("{what} {}: {err}", path.display()))
 }
 

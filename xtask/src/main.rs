@@ -4,6 +4,10 @@
 //! adding dependencies here.
 
 mod bench;
+mod bench_bundle;
+mod bench_report;
+mod bench_results;
+mod downstream;
 mod gpu_test;
 mod libtorch;
 mod manifest;
@@ -22,14 +26,21 @@ usage: cargo xtask <task>
 
 tasks:
   test                    cargo fmt --check, clippy -D warnings and tests for the workspace,
-                          then p2p-tch (with PyTorch 2.11.0 in .venv once it depends on tch)
+                          `cargo check` of the crates in xtask/downstream (cudarc users'
+                          feature sets), then p2p-tch (with PyTorch 2.11.0 in .venv once it
+                          depends on tch)
   gpu-test                build the GPU test, CLI and gpu-* bench binaries (release, feature
                           cuda-tests) and run them here; needs a GPU (`nvidia-smi -L`)
   gpu-test --bundle DIR   the same binaries, stripped, into DIR/bin with a DIR/run script;
                           run `DIR/run` from the repository root on the GPU machine
                           (results in $OUT, else target/gpu-results)
-  bench [-- ARGS]         criterion CPU benchmarks: cargo bench -p p2p-benches [-- ARGS];
-                          GPU benchmarks run from the gpu-test bundle
+  cuda-versions           cargo check of p2p-core and p2p-move with each CUDA version feature
+                          (one cudarc build each: run it when the backend's driver calls change)
+  bench [-- ARGS]         criterion CPU benchmarks: cargo bench -p p2p-benches [-- ARGS]
+  bench --bundle DIR      the GPU benchmarks (gpu-bench, tch-bench, `p2p bench`), release and
+                          stripped, into DIR/bin with a DIR/run script that writes a result file
+  bench --report          BENCHMARKS.md from the result files in benchmarks/results/
+  bench --collect DIR     (run by DIR/run) one result file from a GPU run's output folder
   help                    this text
 ";
 
@@ -68,6 +79,10 @@ fn dispatch() -> Result<()> {
             no_more_arguments(task, rest)?;
             test::run()
         }
+        "cuda-versions" => {
+            no_more_arguments(task, rest)?;
+            downstream::check_cuda_versions()
+        }
         "gpu-test" => match rest {
             [] => gpu_test::run(None),
             [flag, dir] if flag == "--bundle" => gpu_test::run(Some(PathBuf::from(dir))),
@@ -79,9 +94,15 @@ fn dispatch() -> Result<()> {
         },
         "bench" => match rest {
             [] => bench::run(&[]),
+            [flag, dir] if flag == "--bundle" => bench_bundle::bundle(&PathBuf::from(dir)),
+            [flag] if flag == "--report" => bench_report::write_report(),
+            [flag, dir] if flag == "--collect" => bench::collect(&PathBuf::from(dir)),
+            [flag] if flag == "--bundle" || flag == "--collect" => {
+                bail!("`{flag}` needs a directory\n\n{USAGE}")
+            }
             [separator, extra @ ..] if separator == "--" => bench::run(extra),
             _ => bail!(
-                "bench passes arguments after `--`: cargo xtask bench -- {}\n\n{USAGE}",
+                "bench takes --bundle DIR, --report, --collect DIR, or arguments for criterion after `--`: cargo xtask bench -- {}\n\n{USAGE}",
                 rest.join(" ")
             ),
         },

@@ -1,4 +1,4 @@
-//! `cargo xtask test`: formatting, clippy and tests for the workspace, then `p2p-tch` (with libtorch once it needs it).
+//! `cargo xtask test`: formatting, clippy and tests for the workspace, the downstream cudarc checks, then `p2p-tch` (with libtorch once it needs it).
 
 use std::time::Instant;
 
@@ -17,6 +17,7 @@ pub(crate) fn run() -> Result<()> {
         .args(["clippy", "--quiet", "--all-targets", "--", "-D", "warnings"])
         .run()?;
     Cmd::cargo().args(["test", "--quiet"]).run()?;
+    crate::downstream::check_all()?;
 
     let tch_manifest = Manifest::read(&project_root().join("crates/p2p-tch"))?;
     let libtorch = if tch_manifest.depends_on("tch") {

@@ -2,8 +2,12 @@
 
 use std::sync::Arc;
 
+use p2p_core::config::ENV_DISABLE;
 use p2p_core::sim::{builtin_topology, SimOptions, Topology};
-use p2p_core::{Backend, Config, CudaDriver, Driver, PeerTable, SimDriver};
+use p2p_core::{Backend, Config, CudaDriver, Driver, Error, PeerTable, SimDriver};
+
+/// Topology files larger than this are refused unread (1000 GPUs take ~100 KiB).
+const MAX_TOPOLOGY_BYTES: u64 = 16 << 20;
 
 use crate::MachineArgs;
 
@@ -19,6 +23,19 @@ pub(crate) enum CliError {
     Move(#[from] p2p_move::Error),
     #[error("writing JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// Arguments that cannot be used together or name nothing.
+    #[error("{0}")]
+    Usage(String),
+    /// A topology file that describes no GPU (empty, or only comments).
+    #[error("{}: describes no GPU; add a [[gpu]] table for each simulated GPU", path.display())]
+    EmptyTopology { path: std::path::PathBuf },
+    /// A command-line value that cannot work on this machine.
+    #[error("{option} {value}: {message}")]
+    BadValue {
+        option: &'static str,
+        value: String,
+        message: String,
+    },
 }
 
 impl CliError {
@@ -52,13 +69,21 @@ impl Machine {
 
 /// Opens `--sim FILE`, else the real GPUs, else (unless `--require-gpu`) the built-in simulated machine.
 pub(crate) fn open(args: &MachineArgs) -> Result<Machine, CliError> {
+    open_with(args, false)
+}
+
+/// As [`open`]; `shared_host_clock` makes a simulated machine's race
+/// detector treat all host threads as one, for commands that hand memory
+/// from thread to thread by spawning and joining them (which it cannot see).
+pub(crate) fn open_with(args: &MachineArgs, shared_host_clock: bool) -> Result<Machine, CliError> {
     let mut config = Config::from_env()?;
     config.reprobe |= args.reprobe;
     config.probe.thorough |= args.thorough;
     if let Some(ms) = args.probe_timeout_ms {
-        config.probe.deadline = std::time::Duration::from_millis(ms.max(1));
+        // clap refuses 0: a probe that may take no time declares every pair hung.
+        config.probe.deadline = std::time::Duration::from_millis(ms);
     }
-    let mut options = SimOptions::default();
+    let mut options = SimOptions::default().shared_host_clock(shared_host_clock);
     if let Some(seed) = args.schedule_seed {
         options = options.seed(seed);
     }
@@ -70,7 +95,7 @@ pub(crate) fn open(args: &MachineArgs) -> Result<Machine, CliError> {
                 path.display()
             )));
         }
-        let sim = Arc::new(SimDriver::with_options(Topology::from_file(path)?, options));
+        let sim = Arc::new(open_topology(path, options)?);
         let name = sim.machine_name().to_string();
         simulated = Some(sim.clone());
         (
@@ -99,12 +124,35 @@ pub(crate) fn open(args: &MachineArgs) -> Result<Machine, CliError> {
             }
         }
     };
+    // Pairs naming GPUs this machine lacks are a typo, not a no-op.
+    config
+        .disabled
+        .check_devices(driver.device_count())
+        .map_err(|message| Error::InvalidEnv {
+            name: ENV_DISABLE,
+            value: std::env::var(ENV_DISABLE).unwrap_or_default(),
+            message,
+        })?;
     Ok(Machine {
         table: Arc::new(PeerTable::new(driver, config)),
         notice,
         name,
         sim: simulated,
     })
+}
+
+/// A topology file: a regular file of bounded size (a FIFO or `/dev/zero`
+/// would hang or fill memory), describing at least one GPU.
+fn open_topology(path: &std::path::Path, options: SimOptions) -> Result<SimDriver, CliError> {
+    let text =
+        p2p_core::files::read_regular_file(path, MAX_TOPOLOGY_BYTES, "reading topology file")?;
+    let sim = SimDriver::with_options(Topology::parse(&text, path)?, options);
+    if sim.device_count() == 0 {
+        return Err(CliError::EmptyTopology {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(sim)
 }
 
 fn describe_real(cuda: &CudaDriver) -> String {

@@ -1,5 +1,7 @@
 //! The `p2p` command: probe the peer matrix, plan a move, verify moves, bench routes.
 
+mod bench;
+mod env_cmd;
 mod machine;
 mod plan_cmd;
 mod probe_cmd;
@@ -31,8 +33,8 @@ struct MachineArgs {
     /// Ignore cached verdicts and probe again (same as P2P_REPROBE=1).
     #[arg(long)]
     reprobe: bool,
-    /// How long a probe copy may take before the pair is declared hung.
-    #[arg(long, value_name = "N")]
+    /// How long a probe copy may take before the pair is declared hung (1 or more).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     probe_timeout_ms: Option<u64>,
     /// Also time peer copy against staging; a slower peer path is not used.
     #[arg(long)]
@@ -50,6 +52,44 @@ enum Command {
         #[command(flatten)]
         machine: MachineArgs,
         /// Print one JSON document instead of tables.
+        #[arg(long)]
+        json: bool,
+        /// Exit 3 when a pair the driver claims is found broken (for scripts and CI).
+        #[arg(long)]
+        exit_code: bool,
+    },
+    /// Measure transfer matrices (row = source, column = destination), every copy checked byte for byte.
+    Bench {
+        #[command(flatten)]
+        machine: MachineArgs,
+        /// List the cases and exit.
+        #[arg(long)]
+        list: bool,
+        /// Run only this case (repeatable; see --list).
+        #[arg(long = "case", value_name = "NAME")]
+        cases: Vec<String>,
+        /// Bytes per copy (KiB/MiB/GiB); default 512 MiB for bandwidth cases, 4 KiB for latency cases.
+        #[arg(long, value_parser = parse_bytes)]
+        size: Option<usize>,
+        /// Timed copies per cell, after one warm-up; the median is reported.
+        #[arg(long, default_value_t = 5)]
+        iterations: usize,
+        /// Only this ordered pair, e.g. `0->1` (host cases: only its two devices).
+        #[arg(long, value_parser = bench::parse_pair)]
+        pair: Option<(usize, usize)>,
+        /// Show min and max beside each median.
+        #[arg(long)]
+        verbose: bool,
+        #[arg(long)]
+        json: bool,
+        /// Also write the matrices as markdown tables to FILE (for benchmark result files).
+        #[arg(long, value_name = "FILE")]
+        markdown: Option<PathBuf>,
+    },
+    /// Print shell settings for other peer-to-peer users (NCCL, CUDA_VISIBLE_DEVICES) from the verdicts.
+    Env {
+        #[command(flatten)]
+        machine: MachineArgs,
         #[arg(long)]
         json: bool,
     },
@@ -98,10 +138,38 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in logs or pipes.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Command::Probe { machine, json } => probe_cmd::run(&machine, json),
+        Command::Probe {
+            machine,
+            json,
+            exit_code,
+        } => probe_cmd::run(&machine, json, exit_code),
+        Command::Bench { list: true, .. } => Ok(bench::list()),
+        Command::Bench {
+            machine,
+            list: false,
+            cases,
+            size,
+            iterations,
+            pair,
+            verbose,
+            json,
+            markdown,
+        } => {
+            let options = bench::BenchOptions {
+                cases,
+                size,
+                iterations,
+                pair,
+                verbose,
+            };
+            bench::run(&machine, &options, json, markdown.as_deref())
+        }
+        Command::Env { machine, json } => env_cmd::run(&machine, json),
         Command::Plan {
             machine,
             from,

@@ -7,16 +7,27 @@ use p2p_core::{PairState, PeerClaim, PeerVerdict};
 use serde_json::json;
 
 use crate::machine::{self, CliError};
-use crate::report;
+use crate::report::{self, printable};
 use crate::MachineArgs;
 
-pub(crate) fn run(args: &MachineArgs, json: bool) -> Result<ExitCode, CliError> {
+/// `--exit-code`: the status when a pair the driver claims is found broken.
+pub(crate) const EXIT_CLAIMED_PAIR_BROKEN: u8 = 3;
+
+pub(crate) fn run(args: &MachineArgs, json: bool, exit_code: bool) -> Result<ExitCode, CliError> {
     let machine = machine::open(args)?;
     let driver = machine.driver();
     let started = Instant::now();
     let verdicts = machine.table.probe_all()?;
     let probe_seconds = started.elapsed().as_secs_f64();
     let cache_file = machine.table.cache_path().map(|p| p.display().to_string());
+    let claimed_broken = verdicts
+        .iter()
+        .any(|v| v.claimed && v.state() == PairState::Broken);
+    let success = if exit_code && claimed_broken {
+        ExitCode::from(EXIT_CLAIMED_PAIR_BROKEN)
+    } else {
+        ExitCode::SUCCESS
+    };
 
     if json {
         let devices: Vec<_> = driver
@@ -49,7 +60,7 @@ pub(crate) fn run(args: &MachineArgs, json: bool) -> Result<ExitCode, CliError> 
             "probe_seconds": probe_seconds,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(success);
     }
 
     report::banner(&machine);
@@ -58,9 +69,9 @@ pub(crate) fn run(args: &MachineArgs, json: bool) -> Result<ExitCode, CliError> 
         println!(
             "  cuda:{:<2} {:<28} {}  {}  sm_{}{}  {:.0} GiB  {} copy engine(s)",
             d.ordinal,
-            d.name,
-            d.uuid,
-            d.pci_bus_id,
+            printable(&d.name),
+            printable(&d.uuid),
+            printable(&d.pci_bus_id),
             d.compute_capability.0,
             d.compute_capability.1,
             d.total_memory_bytes as f64 / (1u64 << 30) as f64,
@@ -71,26 +82,7 @@ pub(crate) fn run(args: &MachineArgs, json: bool) -> Result<ExitCode, CliError> 
     if n < 2 {
         println!("\nOnly {n} GPU: no pairs to probe.");
     } else {
-        println!(
-            "\nPeer copy, row = from, column = to (claimed by the driver / found by the probe):"
-        );
-        print!("{:>8}", "");
-        for to in 0..n {
-            print!("  {:>14}", format!("cuda:{to}"));
-        }
-        println!();
-        for from in 0..n {
-            print!("{:>8}", format!("cuda:{from}"));
-            for to in 0..n {
-                let cell = verdicts
-                    .iter()
-                    .find(|v| v.from == from && v.to == to)
-                    .map(|v| format!("{} / {}", if v.claimed { "yes" } else { "no" }, short(v)))
-                    .unwrap_or_else(|| "-".to_string());
-                print!("  {cell:>14}");
-            }
-            println!();
-        }
+        print!("{}", matrix(n, &verdicts));
         let broken: Vec<_> = verdicts.iter().filter(|v| !v.is_verified()).collect();
         if broken.is_empty() {
             println!("\nEvery pair verified: direct peer copy delivers correct bytes everywhere.");
@@ -101,17 +93,50 @@ pub(crate) fn run(args: &MachineArgs, json: bool) -> Result<ExitCode, CliError> 
                     "  cuda:{} -> cuda:{}: {}",
                     v.from,
                     v.to,
-                    v.reason.describe()
+                    printable(&v.reason.describe())
                 );
             }
         }
     }
     match cache_file {
-        Some(path) => println!("\nVerdict cache: {path}"),
+        Some(path) => println!("\nVerdict cache: {}", printable(&path)),
         None => println!("\nVerdict cache: off"),
     }
     println!("Probe time: {probe_seconds:.3} s");
-    Ok(ExitCode::SUCCESS)
+    Ok(success)
+}
+
+/// The claimed / found matrix, one row per source device. Verdicts are
+/// indexed by pair first: looking each cell up in the list would take
+/// n^4 steps (minutes at 1000 GPUs).
+fn matrix(n: usize, verdicts: &[PeerVerdict]) -> String {
+    use std::fmt::Write;
+    let mut by_pair: Vec<Option<&PeerVerdict>> = vec![None; n * n];
+    for v in verdicts.iter().filter(|v| v.from < n && v.to < n) {
+        by_pair[v.from * n + v.to] = Some(v);
+    }
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = writeln!(
+        out,
+        "\nPeer copy, row = from, column = to (claimed by the driver / found by the probe):"
+    );
+    let _ = write!(out, "{:>8}", "");
+    for to in 0..n {
+        let _ = write!(out, "  {:>14}", format!("cuda:{to}"));
+    }
+    out.push('\n');
+    for from in 0..n {
+        let _ = write!(out, "{:>8}", format!("cuda:{from}"));
+        for cell in &by_pair[from * n..(from + 1) * n] {
+            let cell = cell
+                .map(|v| format!("{} / {}", if v.claimed { "yes" } else { "no" }, short(v)))
+                .unwrap_or_else(|| "-".to_string());
+            let _ = write!(out, "  {cell:>14}");
+        }
+        out.push('\n');
+    }
+    out
 }
 
 fn short(v: &PeerVerdict) -> &'static str {
@@ -145,4 +170,41 @@ fn pair_json(v: &PeerVerdict, claim: &PeerClaim) -> serde_json::Value {
             "native_atomics": claim.native_atomics,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use p2p_core::{PeerVerdict, Reason};
+
+    fn verdict(from: usize, to: usize, reason: Reason) -> PeerVerdict {
+        PeerVerdict {
+            from,
+            to,
+            claimed: true,
+            reason,
+            peer_gbps: None,
+            probe_micros: 0,
+        }
+    }
+
+    #[test]
+    fn matrix_puts_each_verdict_in_its_cell() {
+        let verdicts = [
+            verdict(1, 0, Reason::Verified),
+            verdict(0, 1, Reason::Timeout { after_ms: 5 }),
+            verdict(0, 7, Reason::Verified), // out of range: ignored, no panic
+        ];
+        let text = super::matrix(2, &verdicts);
+        let rows: Vec<&str> = text.lines().skip(3).collect();
+        assert_eq!(rows.len(), 2, "{text}");
+        let cells = |row: &str| -> Vec<String> {
+            row.split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(String::from)
+                .collect()
+        };
+        assert_eq!(cells(rows[0]), ["cuda:0", "-", "yes / timeout"]);
+        assert_eq!(cells(rows[1]), ["cuda:1", "yes / works", "-"]);
+    }
 }

@@ -41,7 +41,7 @@ impl Side {
                 Side::Device(DeviceBuffer::new(driver, device, len, kind)?)
             }
             Location::Host if rng.random_bool(0.5) => Side::Pinned(PinnedBuffer::new(driver, len)?),
-            Location::Host => Side::Pageable(vec![0; len]),
+            Location::Host => Side::Pageable(host_vec(len)?),
         })
     }
 
@@ -86,6 +86,56 @@ impl Side {
     }
 }
 
+/// `len` zero bytes of host memory, or an error where there is not enough
+/// (a plain `vec!` would abort the process).
+fn host_vec(len: usize) -> p2p_core::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    out.try_reserve_exact(len)
+        .map_err(|_| p2p_core::Error::OutOfMemory {
+            place: "the host (pageable memory)".into(),
+            bytes: len,
+        })?;
+    out.resize(len, 0);
+    Ok(out)
+}
+
+/// How many copies of a move's data host memory holds at once at most: the
+/// data, its complement, and the destination read back (pageable sides and
+/// simulated GPUs take more, but not all at once at the largest size).
+const HOST_COPIES_PER_MOVE: u64 = 3;
+
+/// Refuses a `--max-bytes` that this host cannot hold, before any move.
+fn check_max_bytes(max_bytes: usize) -> Result<(), CliError> {
+    let Some(total) = host_memory_bytes() else {
+        return Ok(()); // not Linux: each move's allocations are checked instead
+    };
+    if (max_bytes as u64).saturating_mul(HOST_COPIES_PER_MOVE) > total {
+        return Err(CliError::BadValue {
+            option: "--max-bytes",
+            value: format_size(max_bytes),
+            message: format!(
+                "a move holds up to {HOST_COPIES_PER_MOVE} copies of its data in host memory, \
+                 and this host has {} in all",
+                format_size(total.min(usize::MAX as u64) as usize)
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// `MemTotal` of `/proc/meminfo`, in bytes (Linux only).
+fn host_memory_bytes() -> Option<u64> {
+    let text = p2p_core::files::read_regular_file(
+        std::path::Path::new("/proc/meminfo"),
+        1 << 20,
+        "reading host memory size",
+    )
+    .ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib.saturating_mul(1024))
+}
+
 /// A random size: some zeros, mostly log-uniform up to `max`, often odd.
 fn random_size(rng: &mut StdRng, max: usize) -> usize {
     if max == 0 || rng.random_bool(0.08) {
@@ -103,6 +153,7 @@ pub(crate) fn run(
     max_bytes: usize,
     json: bool,
 ) -> Result<ExitCode, CliError> {
+    check_max_bytes(max_bytes)?;
     let machine = machine::open(args)?;
     let driver = machine.driver().clone();
     let mover = Mover::new(machine.table.clone(), Policy::default())?;
@@ -131,10 +182,13 @@ pub(crate) fn run(
     for i in 0..moves {
         let (from, to) = pairs[i % pairs.len()];
         let len = random_size(&mut rng, max_bytes);
-        let mut data = vec![0u8; len];
-        rng.fill_bytes(&mut data);
-        let poison: Vec<u8> = data.iter().map(|b| !b).collect();
         let outcome = (|| -> Result<Option<String>, CliError> {
+            let mut data = host_vec(len)?;
+            rng.fill_bytes(&mut data);
+            let mut poison = host_vec(len)?;
+            for (p, d) in poison.iter_mut().zip(&data) {
+                *p = !d;
+            }
             let mut src = Side::alloc(&driver, from, len, &mut rng)?;
             let mut dst = Side::alloc(&driver, to, len, &mut rng)?;
             src.write(&driver, &data)?;

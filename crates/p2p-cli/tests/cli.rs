@@ -245,3 +245,226 @@ fn bad_input_gets_a_clear_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("bad.toml:"), "names the file: {stderr}");
 }
+
+/// Runs `p2p` like [`p2p`] with extra environment, failing the test instead
+/// of hanging if it runs for more than 60 s.
+fn p2p_with(args: &[&str], env: &[(&str, &str)]) -> (Output, tempfile::TempDir) {
+    let cache = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_p2p"));
+    command
+        .args(args)
+        .env("P2P_CACHE_DIR", cache.path())
+        .env("P2P_PROBE_TIMEOUT_MS", "200")
+        .env_remove("P2P_DISABLE")
+        .env_remove("P2P_REPROBE")
+        .env_remove("P2P_NO_CACHE")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().unwrap();
+    // Read both pipes on threads, so a full pipe never stalls the child.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut stdout, &mut bytes).map(|_| bytes)
+    });
+    let err = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut stderr, &mut bytes).map(|_| bytes)
+    });
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("p2p {args:?} hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let output = Output {
+        status,
+        stdout: out.join().unwrap().unwrap(),
+        stderr: err.join().unwrap().unwrap(),
+    };
+    (output, cache)
+}
+
+/// Fails unless `p2p` exited 1 and its stderr says each of `needles`.
+fn refused(output: &Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "no {needle:?} in: {stderr}");
+    }
+}
+
+#[test]
+fn values_that_cannot_work_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in [
+        ("empty.toml", ""),
+        ("comments.toml", "# just a comment\n\n# and another\n"),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let (output, _cache) = p2p_with(&["probe", "--sim", path.to_str().unwrap()], &[]);
+        refused(&output, &[name, "no GPU"]);
+    }
+    let sim = topology("every-fault.toml");
+    let (output, _cache) = p2p_with(&["probe", "--sim", &sim, "--probe-timeout-ms", "0"], &[]);
+    assert_eq!(output.status.code(), Some(2), "clap's usage error");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("'0'") && stderr.contains("--probe-timeout-ms"),
+        "{stderr}"
+    );
+    for value in ["0->99", "1->1", ",,,"] {
+        let (output, _cache) = p2p_with(&["probe", "--sim", &sim], &[("P2P_DISABLE", value)]);
+        refused(&output, &["P2P_DISABLE", value]);
+    }
+}
+
+#[test]
+fn verify_refuses_more_than_host_memory_up_front() {
+    let (output, _cache) = p2p_with(
+        &[
+            "verify",
+            "--sim",
+            &topology("every-fault.toml"),
+            "--moves",
+            "3",
+            "--max-bytes",
+            "64TiB",
+        ],
+        &[],
+    );
+    if cfg!(target_os = "linux") {
+        refused(&output, &["--max-bytes", "host"]);
+    } else {
+        assert!(!output.status.success());
+    }
+}
+
+#[test]
+fn plan_on_a_pair_disabled_by_policy_says_so() {
+    let sim = topology("rtx4090x4.toml");
+    let args = [
+        "plan", "--json", "--sim", &sim, "--from", "cuda:0", "--to", "cuda:2", "--bytes", "64MiB",
+    ];
+    let (output, _cache) = p2p_with(&args, &[("P2P_DISABLE", "0->2")]);
+    let reason = json(&output)["reason"].as_str().unwrap().to_string();
+    assert!(reason.contains("disabled by policy"), "{reason}");
+    assert!(!reason.contains("cuda:2 not verified"), "{reason}");
+    let (output, _cache) = p2p_with(&args, &[]);
+    assert_eq!(
+        json(&output)["route"],
+        "peer",
+        "the pair works without the policy"
+    );
+}
+
+#[test]
+fn the_no_driver_hint_names_the_real_command() {
+    let (output, _cache) = p2p_with(&["probe"], &[]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !stdout.contains("SIMULATED") {
+        return; // a machine with a driver: no hint to give
+    }
+    assert!(stdout.contains("`p2p probe --sim FILE`"), "{stdout}");
+    assert!(!stdout.contains("`p2p --sim FILE`"), "{stdout}");
+}
+
+#[test]
+fn warnings_carry_no_colour_codes_into_a_pipe() {
+    let sim = topology("every-fault.toml");
+    let (output, cache) = p2p_with(&["probe", "--json", "--sim", &sim], &[]);
+    let path = json(&output)["cache_file"].as_str().unwrap().to_string();
+    std::fs::write(&path, "{ not json").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_p2p"))
+        .args(["probe", "--json", "--sim", &sim])
+        .env("P2P_CACHE_DIR", cache.path())
+        .env("P2P_PROBE_TIMEOUT_MS", "200")
+        .env_remove("P2P_DISABLE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("corrupt"),
+        "a warning was printed: {stderr}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes in a pipe: {stderr:?}"
+    );
+}
+
+#[test]
+fn names_from_a_topology_are_printed_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("evil.toml");
+    std::fs::write(
+        &path,
+        "[machine]\nname = \"evil\\u001b[2J\\nFORGED LINE\"\n[[gpu]]\nname = \"gpu\\rX\"\n[[gpu]]\n",
+    )
+    .unwrap();
+    let (output, _cache) = p2p_with(&["probe", "--sim", path.to_str().unwrap()], &[]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        !stdout.contains('\u{1b}') && !stdout.contains('\r'),
+        "{stdout:?}"
+    );
+    assert!(!stdout.lines().any(|l| l.starts_with("FORGED")), "{stdout}");
+    assert!(stdout.contains("evil\\u{1b}[2J\\nFORGED LINE"), "{stdout}");
+    assert!(stdout.contains("gpu\\rX"), "{stdout}");
+}
+
+#[cfg(unix)]
+#[test]
+fn special_files_as_topology_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.toml");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    for path in [fifo.to_str().unwrap(), "/dev/zero"] {
+        let (output, _cache) = p2p_with(&["probe", "--sim", path], &[]);
+        refused(&output, &[path, "not a regular file"]);
+    }
+}
+
+#[test]
+fn text_probe_of_a_big_machine_shows_every_cell() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.toml");
+    let mut text = String::from("[machine]\nname = \"big\"\n");
+    for _ in 0..300 {
+        text.push_str("[[gpu]]\n");
+    }
+    text.push_str("[[peer]]\nfrom = 298\nto = 299\n");
+    std::fs::write(&path, text).unwrap();
+    let (output, _cache) = p2p_with(
+        &["probe", "--sim", path.to_str().unwrap()],
+        &[("P2P_NO_CACHE", "1")],
+    );
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("cuda:298"))
+        .expect("a row per GPU");
+    let cells: Vec<&str> = row
+        .split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(cells.len(), 301, "{row}");
+    assert_eq!(cells[299], "-", "a device with itself");
+    assert_eq!(cells[300], "yes / works");
+    assert_eq!(cells[1], "no / not-claimed");
+}

@@ -308,12 +308,7 @@ impl VerdictCache {
         };
         self.remove_dead_temp_files(dir);
         let merged = newest_per_pair(self.load(), ours.to_vec(), now_ms());
-        let file = CacheFile {
-            format: CACHE_FORMAT,
-            fingerprint: &self.fingerprint,
-            verdicts: &merged,
-        };
-        let json = serde_json::to_vec_pretty(&file).map_err(|err| Error::Io {
+        let json = self.encode(&merged).map_err(|err| Error::Io {
             action: "encoding",
             path: self.path.clone(),
             source: std::io::Error::other(err),
@@ -343,6 +338,27 @@ impl VerdictCache {
                 source,
             }
         })
+    }
+
+    /// The file's text: compact, one entry per line (a machine of 1000 GPUs
+    /// has a million entries; indentation would double the file).
+    fn encode(&self, verdicts: &[CachedVerdict]) -> serde_json::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(200 * verdicts.len() + 1024);
+        let head = CacheFile {
+            format: CACHE_FORMAT,
+            fingerprint: &self.fingerprint,
+            verdicts: &[],
+        };
+        let head = serde_json::to_string(&head)?;
+        // `{"format":..,"fingerprint":..,"verdicts":[]}`: open the list again.
+        let head = head.strip_suffix("]}").unwrap_or(&head);
+        out.extend_from_slice(head.as_bytes());
+        for (i, entry) in verdicts.iter().enumerate() {
+            out.extend_from_slice(if i == 0 { b"\n" } else { b",\n" });
+            serde_json::to_writer(&mut out, entry)?;
+        }
+        out.extend_from_slice(b"\n]}\n");
+        Ok(out)
     }
 
     /// Removes temporary files that no live writer owns. Called with the lock

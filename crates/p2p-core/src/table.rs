@@ -13,6 +13,7 @@
 //! directions are enabled, every other direction is disabled.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -76,6 +77,8 @@ pub struct PeerTable {
     cells: Vec<Cell>,
     /// Serialises cache writes of this process.
     store_lock: Mutex<()>,
+    /// How many times the cache file was written (see [`PeerTable::cache_writes`]).
+    writes: AtomicU64,
 }
 
 impl PeerTable {
@@ -108,6 +111,7 @@ impl PeerTable {
             cached,
             cells: (0..n * n).map(|_| Cell::default()).collect(),
             store_lock: Mutex::new(()),
+            writes: AtomicU64::new(0),
         }
     }
 
@@ -135,6 +139,12 @@ impl PeerTable {
     /// The cache file in use, if any.
     pub fn cache_path(&self) -> Option<&Path> {
         self.cache.as_ref().map(VerdictCache::path)
+    }
+
+    /// How many times this table has written its cache file: once per
+    /// verdict found alone, once per [`PeerTable::probe_all`] batch.
+    pub fn cache_writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
     }
 
     /// The verdict for `from -> to`, probing it now if nobody has yet.
@@ -428,6 +438,7 @@ impl PeerTable {
                 _ => None,
             })
             .collect();
+        self.writes.fetch_add(1, Ordering::Relaxed);
         cache.merge(&ours)
     }
 }

@@ -436,3 +436,27 @@ fn two_processes_sharing_a_cache_keep_each_others_verdicts() {
         assert_eq!(sim.stats().peer_copies_between(0, 2), 0);
     });
 }
+
+#[test]
+fn thorough_verdicts_survive_the_cache() {
+    for_each_seed(|s| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = cached_config(dir.path());
+        config.probe.thorough = true;
+        let first = PeerTable::new(s.sim_of(FAULTY), config.clone());
+        let slow = first.verdict(1, 4).unwrap();
+        assert_eq!(slow.reason.name(), "slower-than-staging");
+        let fast = first.verdict(0, 1).unwrap();
+        assert!(fast.peer_gbps.is_some_and(f64::is_finite), "{fast:?}");
+
+        let sim = s.sim_of(FAULTY);
+        let second = PeerTable::new(sim.clone(), config);
+        assert_eq!(second.verdict(1, 4).unwrap(), slow);
+        assert_eq!(second.verdict(0, 1).unwrap(), fast);
+        assert_eq!(
+            sim.stats().peer_copies_between(1, 4),
+            0,
+            "the slow pair came from the file, not from another thorough probe"
+        );
+    });
+}

@@ -19,6 +19,7 @@
 //! [`parse_size`] and [`format_size`] read and write byte counts for people
 //! (`8 MiB`).
 
+mod cudarc_slices;
 mod error;
 mod exec;
 mod plan;
@@ -31,6 +32,7 @@ pub use exec::{
     BatchCompletion, Completion, EventPool, Fence, Leaked, MoveSource, MoveTarget, Mover, Parked,
     RawBytes, RawRange, StreamOrder, Transfer,
 };
+pub use p2p_core::cudarc;
 pub use p2p_core::Error as CoreError;
 pub use p2p_core::Location;
 pub use plan::{plan, Chunk, Chunks, Layout, Plan, Route, Why, MAX_CHUNKS};

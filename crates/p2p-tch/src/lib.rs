@@ -224,7 +224,31 @@ pub fn safe_move_non_blocking<T: Movable + ?Sized>(value: &T, device: Device) ->
 }
 
 /// `t.safe_to(Device::Cuda(1))?`: [`safe_move`] as a method of every [`Movable`].
+///
+/// The names follow tch's pair (`f_to_device` returns a `Result`,
+/// `to_device` panics): [`SafeTo::f_safe_to_device`] returns the error,
+/// [`SafeTo::safe_to_device`] panics with its message. [`SafeTo::safe_to`]
+/// is the `f_` form under its first name, kept.
 pub trait SafeTo: Movable {
+    /// [`safe_move`] of `self`, as tch's `f_` methods: the error is returned.
+    fn f_safe_to_device(&self, device: Device) -> Result<Self::Output> {
+        safe_move(self, device)
+    }
+
+    /// [`safe_move`] of `self`, as tch's `to_device`: a drop-in for it.
+    ///
+    /// # Panics
+    /// When the move fails, with the error's message (the source is left as
+    /// it was, as with every failed move). Use [`SafeTo::f_safe_to_device`]
+    /// to handle the error instead.
+    #[track_caller]
+    fn safe_to_device(&self, device: Device) -> Self::Output {
+        match safe_move(self, device) {
+            Ok(moved) => moved,
+            Err(err) => panic!("safe_to_device({}) failed: {err}", device_name(device)),
+        }
+    }
+
     /// [`safe_move`] of `self`.
     fn safe_to(&self, device: Device) -> Result<Self::Output> {
         safe_move(self, device)
@@ -285,4 +309,40 @@ fn cuda_in_call(device: Device, sources: &[prepare::Source<'_>]) -> String {
         .find(|device| device.is_cuda())
         .unwrap_or(device);
     device_name(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+
+    use tch::{Kind, Tensor};
+
+    use super::*;
+
+    #[test]
+    fn f_safe_to_device_returns_the_moved_tensor() {
+        let tensor = Tensor::arange(6, (Kind::Float, Device::Cpu));
+        let moved = tensor.f_safe_to_device(Device::Cpu).unwrap();
+        assert_eq!(
+            Vec::<f32>::try_from(&moved).unwrap(),
+            [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+        );
+        let moved = tensor.safe_to_device(Device::Cpu);
+        assert_eq!(moved.size(), [6]);
+    }
+
+    #[test]
+    fn safe_to_device_panics_with_the_errors_message() {
+        let tensor = Tensor::zeros([2], (Kind::Float, Device::Cpu));
+        let err = tensor
+            .f_safe_to_device(Device::Mps)
+            .unwrap_err()
+            .to_string();
+        let panic = catch_unwind(AssertUnwindSafe(|| tensor.safe_to_device(Device::Mps)))
+            .expect_err("an unsupported device must panic");
+        let message = panic
+            .downcast_ref::<String>()
+            .expect("the panic carries a formatted message");
+        assert!(message.contains(&err), "{message:?} lacks {err:?}");
+    }
 }

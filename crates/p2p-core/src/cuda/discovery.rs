@@ -11,15 +11,16 @@ use std::ffi::CStr;
 use super::ffi::{self, CUdevice, CUdevice_attribute};
 use crate::{DeviceInfo, Error, Result};
 
-/// Every symbol the backend calls unconditionally. `cuDevicePrimaryCtxRelease_v2`
-/// (CUDA 11.0) is the newest, so any driver from 11.0 on has them all.
+/// Every symbol the backend (and the cudarc calls it makes: `CudaContext::new`
+/// and its `Drop`) calls unconditionally. `cuDevicePrimaryCtxRelease_v2`
+/// (CUDA 11.0) is the newest, so any driver from 11.0 on has them all; the
+/// bindings add the symbols of [`BINDING_SYMBOLS`].
 const REQUIRED_SYMBOLS: &[&CStr] = &[
     c"cuInit",
     c"cuDriverGetVersion",
     c"cuDeviceGetCount",
     c"cuDeviceGet",
     c"cuDeviceGetName",
-    c"cuDeviceGetUuid",
     c"cuDeviceGetPCIBusId",
     c"cuDeviceGetAttribute",
     c"cuDeviceTotalMem_v2",
@@ -27,9 +28,12 @@ const REQUIRED_SYMBOLS: &[&CStr] = &[
     c"cuDeviceGetP2PAttribute",
     c"cuDevicePrimaryCtxRetain",
     c"cuDevicePrimaryCtxRelease_v2",
+    c"cuDevicePrimaryCtxGetState",
     c"cuCtxSetCurrent",
     c"cuCtxGetCurrent",
+    c"cuCtxGetDevice",
     c"cuCtxEnablePeerAccess",
+    c"cuCtxDisablePeerAccess",
     c"cuMemAlloc_v2",
     c"cuMemFree_v2",
     c"cuMemHostAlloc",
@@ -49,8 +53,16 @@ const REQUIRED_SYMBOLS: &[&CStr] = &[
     c"cuEventDestroy_v2",
     c"cuEventRecord",
     c"cuEventQuery",
-    c"cuEventElapsedTime",
 ];
+
+/// Symbols whose name depends on the CUDA version of the bindings: a driver
+/// older than the bindings may lack them (13.0 bindings call
+/// `cuEventElapsedTime_v2`, which drivers have from 12.8 on), and is then
+/// refused up front rather than panicking inside cudarc later.
+#[cfg(not(cuda_at_least_13000))]
+const BINDING_SYMBOLS: &[&CStr] = &[ffi::event::ELAPSED_SYMBOL, c"cuDeviceGetUuid"];
+#[cfg(cuda_at_least_13000)]
+const BINDING_SYMBOLS: &[&CStr] = &[ffi::event::ELAPSED_SYMBOL, c"cuDeviceGetUuid_v2"];
 
 /// The stream-ordered allocator (CUDA 11.2). Without it `AllocKind::Pool` is
 /// unsupported and no memory can come from a pool.
@@ -79,17 +91,19 @@ pub(super) fn discover() -> Result<Discovery> {
                 .to_owned(),
         });
     }
-    if let Some(missing) = REQUIRED_SYMBOLS.iter().find(|name| !ffi::has_symbol(name)) {
+    let mut symbols = REQUIRED_SYMBOLS.iter().chain(BINDING_SYMBOLS);
+    if let Some(missing) = symbols.find(|name| !ffi::has_symbol(name)) {
         return Err(Error::NoDriver {
             detail: format!(
-                "libcuda lacks {}: the driver is too old (CUDA 11.0 or newer is needed)",
+                "libcuda lacks {}: the driver is older than CUDA 11.0, or than the CUDA \
+                 version these bindings were built for (p2p-core's `cuda-*` feature)",
                 missing.to_string_lossy()
             ),
         });
     }
-    ffi::init().map_err(no_driver_from_init)?;
-    let driver_version = ffi::driver_version()?;
-    let count = ffi::device_count()?;
+    ffi::device::init().map_err(no_driver_from_init)?;
+    let driver_version = ffi::device::driver_version()?;
+    let count = ffi::device::count()?;
     if count == 0 {
         return Err(Error::NoDriver {
             detail:
@@ -99,12 +113,12 @@ pub(super) fn discover() -> Result<Discovery> {
     }
     let has_uuid_v2 = ffi::has_symbol(c"cuDeviceGetUuid_v2");
     let has_pools = POOL_SYMBOLS.iter().all(|name| ffi::has_symbol(name));
-    let has_batch_copy = ffi::has_symbol(c"cuMemcpyBatchAsync");
+    let has_batch_copy = ffi::copy::BATCH_SYMBOL.is_some_and(ffi::has_symbol);
 
     let mut devices = Vec::with_capacity(count);
     let mut handles = Vec::with_capacity(count);
     for ordinal in 0..count {
-        let handle = ffi::device_get(ordinal)?;
+        let handle = ffi::device::get(ordinal)?;
         devices.push(describe_device(ordinal, handle, has_uuid_v2)?);
         handles.push(handle);
     }
@@ -126,17 +140,17 @@ pub(super) fn discover() -> Result<Discovery> {
 
 /// What we know of one device, from device queries alone (no context).
 fn describe_device(ordinal: usize, handle: CUdevice, has_uuid_v2: bool) -> Result<DeviceInfo> {
-    let attribute = |attribute| ffi::device_attribute(handle, attribute);
+    let attribute = |attribute| ffi::device::attribute(handle, attribute);
     let major = attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
     let minor = attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
     let copy_engines = attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_ASYNC_ENGINE_COUNT)?;
     Ok(DeviceInfo {
         ordinal,
-        name: ffi::device_name(handle)?,
-        uuid: format_uuid(&ffi::device_uuid(handle, has_uuid_v2)?),
-        pci_bus_id: normalize_pci_bus_id(&ffi::device_pci_bus_id(handle)?),
+        name: ffi::device::name(handle)?,
+        uuid: format_uuid(&ffi::device::uuid(handle, has_uuid_v2)?),
+        pci_bus_id: normalize_pci_bus_id(&ffi::device::pci_bus_id(handle)?),
         compute_capability: (non_negative(major), non_negative(minor)),
-        total_memory_bytes: ffi::device_total_mem(handle)? as u64,
+        total_memory_bytes: ffi::device::total_mem(handle)? as u64,
         copy_engines: non_negative(copy_engines),
     })
 }

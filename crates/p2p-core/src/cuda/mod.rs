@@ -5,16 +5,21 @@
 //! calling anything, and reports what is missing as [`Error::NoDriver`].
 //!
 //! Contexts: each device's *primary* context (the one PyTorch and cudarc use,
-//! so peer access enabled by one is seen by the others) is retained the first
-//! time the device is used, never before, so idle GPUs get no context. Every
-//! call binds the right context to the calling thread first
-//! (`cuCtxSetCurrent`, which costs nanoseconds), so the driver is callable
-//! from any thread, whatever that thread had current before.
+//! so peer access enabled by one is seen by the others), held as cudarc's
+//! [`CudaContext`]. It is retained the first time the device is used, never
+//! before, so idle GPUs get no context; or it is the caller's own, given to
+//! [`CudaDriver::from_contexts`], so a cudarc program and this driver share
+//! one library load and the same contexts. Every call binds the right
+//! context to the calling thread first (`cuCtxSetCurrent`, which costs
+//! nanoseconds) and binds back whatever was current before, so the driver is
+//! callable from any thread and never changes the caller's current device
+//! (the CUDA runtime, hence PyTorch, reads it from the current context).
 //!
 //! Handles are the driver's own, cast to `u64`: `StreamId::raw` is a
 //! `CUstream` (0 = the device's legacy default stream, usable without being
 //! created), `EventId::raw` a `CUevent`, `PoolId::raw` a `CUmemoryPool`, so
-//! streams and memory made by PyTorch or cudarc can be passed in as they are.
+//! streams and memory made by PyTorch or cudarc can be passed in as they are
+//! (`StreamId::from(&cuda_stream)`).
 //!
 //! Decisions, documented once:
 //! * A 0-byte allocation allocates 1 byte: CUDA refuses 0-byte allocations,
@@ -27,23 +32,31 @@
 //!   work is waited for. `free_device` uses `cuMemFree` for both kinds, which
 //!   CUDA allows for pool memory (it does not synchronize: the caller's
 //!   contract already says no queued work uses the memory).
+//! * Pinned host memory belongs to the context that allocated it and dies
+//!   with it, so it is allocated in a context this driver holds: one it holds
+//!   already; else the primary context of a device that has one now (the
+//!   caller's current device first), which retaining does not create; only in
+//!   a process with no context at all is one created, on device 0, because
+//!   pinning cannot be done without a context.
 //! * A driver that loads but cannot initialise (`cuInit` fails: no device
 //!   visible, a stub library, a kernel-module mismatch) is `Error::NoDriver`
 //!   with the driver's error name in `detail`: there is nothing this backend
 //!   could do on such a machine, and every `CudaDriver` has at least one device.
 
+mod backend;
 mod discovery;
 mod ffi;
+mod interop;
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
-use ffi::{CUcontext, CUdevice, CUdevice_P2PAttribute, CUresult, CUstream};
+use cudarc::driver::CudaContext;
 
-use crate::{
-    AllocKind, Backend, CopyDesc, DeviceAddr, DeviceInfo, Driver, Error, EventId, PeerClaim,
-    PoolId, Result, StreamId,
-};
+use ffi::{CUcontext, CUdevice, CUstream};
+
+use crate::{DeviceInfo, Driver, Error, Result};
 
 /// Real GPUs through the CUDA driver API. See the module docs for the decisions.
 pub struct CudaDriver {
@@ -52,13 +65,16 @@ pub struct CudaDriver {
     states: Vec<DeviceState>,
     /// The driver has the stream-ordered allocator (CUDA 11.2+).
     has_pools: bool,
-    /// The driver has `cuMemcpyBatchAsync` (CUDA 12.8+).
+    /// The driver has the batched copy these bindings call (CUDA 12.8+).
     has_batch_copy: bool,
+    /// The device whose context allocated each pinned buffer (by address):
+    /// it is freed in that context.
+    pinned_owners: Mutex<HashMap<usize, usize>>,
 }
 
-// SAFETY: the raw handles inside are primary contexts and a stream of them,
-// which the CUDA driver makes process-wide and safe to use from any thread;
-// the `OnceLock`s make their lazy creation race-free.
+// SAFETY: the raw handles inside (allocation streams) are streams of primary
+// contexts, which the CUDA driver makes usable from any thread; the
+// `OnceLock`s make their lazy creation race-free, and the rest is `Send`.
 unsafe impl Send for CudaDriver {}
 // SAFETY: as above; `&self` methods only read the handles and call the thread-safe driver.
 unsafe impl Sync for CudaDriver {}
@@ -75,7 +91,7 @@ impl Drop for Bound {
             // SAFETY: `previous` was current on this thread a moment ago (or
             // null, which unbinds); a context someone else retained stays
             // valid while it is current. Errors cannot be reported from Drop.
-            let _ = unsafe { ffi::ctx_set_current(self.previous) };
+            let _ = unsafe { ffi::context::set_current(self.previous) };
         }
     }
 }
@@ -83,8 +99,8 @@ impl Drop for Bound {
 /// What the backend holds per device, created on first use.
 struct DeviceState {
     handle: CUdevice,
-    /// The retained primary context; `Drop` releases it.
-    context: OnceLock<CUcontext>,
+    /// The primary context (ours, or the caller's from `from_contexts`).
+    context: OnceLock<Arc<CudaContext>>,
     /// A private non-blocking stream for pool allocations; `Drop` destroys it.
     alloc_stream: OnceLock<CUstream>,
 }
@@ -96,9 +112,9 @@ impl CudaDriver {
     ///
     /// # Errors
     /// [`Error::NoDriver`] when `libcuda` is missing, too old (no CUDA 11.0
-    /// symbols), fails `cuInit` (no device visible, a stub library, a
-    /// driver/kernel mismatch) or shows no device; [`Error::Cuda`] when a
-    /// device query fails.
+    /// symbols, or none of those the chosen bindings call), fails `cuInit`
+    /// (no device visible, a stub library, a driver/kernel mismatch) or shows
+    /// no device; [`Error::Cuda`] when a device query fails.
     pub fn new() -> Result<CudaDriver> {
         let found = discovery::discover()?;
         let states = found
@@ -116,55 +132,117 @@ impl CudaDriver {
             states,
             has_pools: found.has_pools,
             has_batch_copy: found.has_batch_copy,
+            pinned_owners: Mutex::new(HashMap::new()),
         })
     }
 
-    /// The device's primary context, retained on first use.
-    fn context(&self, device: usize) -> Result<CUcontext> {
+    /// A driver that works in the caller's own cudarc contexts: the same
+    /// library load and the same primary contexts, so streams, events and
+    /// memory of the caller's cudarc code are ours to use and ours theirs.
+    /// Devices not among `contexts` get their primary context on first use,
+    /// as with [`CudaDriver::new`].
+    ///
+    /// # Errors
+    /// As [`CudaDriver::new`]; [`Error::Unsupported`] for a context that is
+    /// not a device's primary context (this driver works in primary contexts
+    /// only: its events could not be recorded on such a context's streams);
+    /// [`Error::InvalidDevice`] for one on a device this driver does not see.
+    pub fn from_contexts<I>(contexts: I) -> Result<CudaDriver>
+    where
+        I: IntoIterator<Item = Arc<CudaContext>>,
+    {
+        let driver = CudaDriver::new()?;
+        for context in contexts {
+            let ordinal = context.ordinal();
+            driver.check_device(ordinal)?;
+            let state = &driver.states[ordinal];
+            if !context.is_primary() || context.cu_device() != state.handle {
+                return Err(Error::Unsupported(format!(
+                    "CudaDriver::from_contexts: the context given for cuda:{ordinal} is not \
+                     that device's primary context (CudaContext::new makes one)"
+                )));
+            }
+            // One primary context per device: a repeat is the same context.
+            let _ = state.context.set(context);
+        }
+        Ok(driver)
+    }
+
+    /// The device's primary context as cudarc's [`CudaContext`], retained on
+    /// first use: cudarc code can allocate and launch in it and pass its
+    /// streams to this driver (or to a `Mover` built on it). Leaves the
+    /// calling thread's current context as it was.
+    ///
+    /// # Errors
+    /// [`Error::InvalidDevice`] for an ordinal this driver does not see;
+    /// [`Error::Cuda`] when the context cannot be retained.
+    pub fn context(&self, device: usize) -> Result<Arc<CudaContext>> {
+        self.held_context(device).cloned()
+    }
+
+    /// The device's context, retained on first use.
+    fn held_context(&self, device: usize) -> Result<&Arc<CudaContext>> {
         self.check_device(device)?;
         let state = &self.states[device];
-        if let Some(&context) = state.context.get() {
+        if let Some(context) = state.context.get() {
             return Ok(context);
         }
-        let context = ffi::primary_ctx_retain(state.handle)?;
-        if state.context.set(context).is_err() {
-            // Another thread retained it first: give back our extra reference.
-            // The handle is the same either way (one primary context per device).
-            // SAFETY: we hold the reference just taken and keep using the
-            // context only through the other thread's reference.
-            if let Err(err) = unsafe { ffi::primary_ctx_release(state.handle) } {
-                tracing::warn!(
-                    "releasing a duplicate primary-context reference on cuda:{device}: {err}"
-                );
+        // `CudaContext::new` binds the context it returns to this thread (and
+        // dropping a spare one binds that): bind back the caller's after both.
+        let previous = ffi::context::current()?;
+        let made = ffi::named("cuDevicePrimaryCtxRetain", CudaContext::new(device));
+        let spare = match made {
+            // Another thread may have set one first: the handle is the same
+            // either way (one primary context per device); ours is dropped,
+            // giving back its reference.
+            Ok(context) => state.context.set(context).err(),
+            Err(err) => {
+                // SAFETY: `previous` was current a moment ago, or is null.
+                let _ = unsafe { ffi::context::set_current(previous) };
+                return Err(err);
             }
-        }
-        Ok(context)
+        };
+        drop(spare);
+        // SAFETY: as above.
+        unsafe { ffi::context::set_current(previous)? };
+        state
+            .context
+            .get()
+            .ok_or_else(|| Error::Unsupported(format!("cuda:{device} has no context")))
     }
 
     /// Binds `device`'s primary context to the calling thread until the
-    /// returned guard drops, which binds back whatever was current before:
-    /// the CUDA runtime (PyTorch) reads its current device from the current
-    /// context, so a call of ours must not change it behind the caller's back.
+    /// returned guard drops, which binds back whatever was current before.
     fn bind(&self, device: usize) -> Result<Bound> {
-        let context = self.context(device)?;
-        let previous = ffi::ctx_get_current()?;
+        let context = self.held_context(device)?.cu_ctx();
+        let previous = ffi::context::current()?;
         if previous != context {
             // SAFETY: `context` is retained by us until `Drop`.
-            unsafe { ffi::ctx_set_current(context)? };
+            unsafe { ffi::context::set_current(context)? };
         }
         Ok(Bound { previous, context })
     }
 
-    /// Binds some context for calls that need one but no particular device
-    /// (pinned host memory): one already in use if any, so that no idle GPU
-    /// gets a context, else device 0's.
-    fn bind_any(&self) -> Result<Bound> {
-        let device = self
-            .states
-            .iter()
-            .position(|s| s.context.get().is_some())
-            .unwrap_or(0);
-        self.bind(device)
+    /// Binds a context to pin host memory in, and says whose it is (see the
+    /// module docs for the order): no idle GPU gets a context for this.
+    fn bind_for_pinning(&self) -> Result<(usize, Bound)> {
+        if let Some(device) = self.states.iter().position(|s| s.context.get().is_some()) {
+            return Ok((device, self.bind(device)?));
+        }
+        let mut candidates = Vec::with_capacity(self.states.len() + 1);
+        if !ffi::context::current()?.is_null() {
+            // SAFETY: a context is current on this thread (checked just above).
+            if let Ok(handle) = unsafe { ffi::context::current_device() } {
+                candidates.extend(self.states.iter().position(|s| s.handle == handle));
+            }
+        }
+        candidates.extend(0..self.states.len());
+        for device in candidates {
+            if ffi::context::primary_active(self.states[device].handle)? {
+                return Ok((device, self.bind(device)?));
+            }
+        }
+        Ok((0, self.bind(0)?))
     }
 
     /// The private stream for pool allocations on `device`; its context must be bound.
@@ -173,12 +251,12 @@ impl CudaDriver {
         if let Some(&stream) = state.alloc_stream.get() {
             return Ok(stream);
         }
-        let stream = ffi::stream_create_non_blocking()?;
+        let stream = ffi::stream::create_non_blocking()?;
         let kept = *state.alloc_stream.get_or_init(|| stream);
         if kept != stream {
             // Another thread made one first: ours was never used.
             // SAFETY: `stream` is live, ours alone, and destroyed once here.
-            if let Err(err) = unsafe { ffi::stream_destroy(stream) } {
+            if let Err(err) = unsafe { ffi::stream::destroy(stream) } {
                 tracing::warn!("destroying a spare allocation stream on cuda:{device}: {err}");
             }
         }
@@ -193,399 +271,65 @@ impl CudaDriver {
                 self.driver_version
             )));
         }
-        let pool = ffi::device_default_mem_pool(self.states[device].handle)?;
+        let pool = ffi::device::default_mem_pool(self.states[device].handle)?;
         let stream = self.alloc_stream(device)?;
         // SAFETY: `pool` is the device's default pool (lives as long as the
         // driver), `stream` is ours and of the bound context.
-        let addr = unsafe { ffi::mem_alloc_from_pool_async(bytes, pool, stream)? };
+        let addr = unsafe { ffi::memory::alloc_from_pool_async(bytes, pool, stream)? };
         // SAFETY: `stream` is live.
-        if let Err(err) = unsafe { ffi::stream_synchronize(stream) } {
+        if let Err(err) = unsafe { ffi::stream::synchronize(stream) } {
             // SAFETY: nothing but the allocation itself was queued with `addr`.
-            let _ = unsafe { ffi::mem_free(addr) };
+            let _ = unsafe { ffi::memory::free(addr) };
             return Err(err);
         }
         Ok(addr)
     }
 }
 
-impl Driver for CudaDriver {
-    fn backend(&self) -> Backend {
-        Backend::Cuda
-    }
-
-    fn driver_version(&self) -> i32 {
-        self.driver_version
-    }
-
-    fn devices(&self) -> &[DeviceInfo] {
-        &self.devices
-    }
-
-    /// Needs no context: these are device queries.
-    /// `can_access_peer` asks whether `from` can access `to`'s memory; the
-    /// attributes are those of the link from `from` to `to`.
-    fn claim(&self, from: usize, to: usize) -> Result<PeerClaim> {
-        self.check_device(from)?;
-        self.check_device(to)?;
-        if from == to {
-            return Ok(PeerClaim {
-                from,
-                to,
-                can_access_peer: true,
-                access_supported: true,
-                performance_rank: 0,
-                native_atomics: true,
-            });
-        }
-        let (src, dst) = (self.states[from].handle, self.states[to].handle);
-        let attribute = |attribute| ffi::device_p2p_attribute(attribute, src, dst);
-        Ok(PeerClaim {
-            from,
-            to,
-            can_access_peer: ffi::device_can_access_peer(src, dst)?,
-            access_supported: attribute(
-                CUdevice_P2PAttribute::CU_DEVICE_P2P_ATTRIBUTE_ACCESS_SUPPORTED,
-            )? != 0,
-            performance_rank: attribute(
-                CUdevice_P2PAttribute::CU_DEVICE_P2P_ATTRIBUTE_PERFORMANCE_RANK,
-            )?,
-            native_atomics: attribute(
-                CUdevice_P2PAttribute::CU_DEVICE_P2P_ATTRIBUTE_NATIVE_ATOMIC_SUPPORTED,
-            )? != 0,
-        })
-    }
-
-    fn enable_peer_access(&self, accessor: usize, owner: usize) -> Result<()> {
-        self.check_device(accessor)?;
-        self.check_device(owner)?;
-        if accessor == owner {
-            return Ok(());
-        }
-        let owner_context = self.context(owner)?;
-        let _bound = self.bind(accessor)?;
-        // SAFETY: both primary contexts are retained by us; the accessor's is current.
-        unsafe { ffi::ctx_enable_peer_access(owner_context) }
-    }
-
-    fn disable_peer_access(&self, accessor: usize, owner: usize) -> Result<()> {
-        self.check_device(accessor)?;
-        self.check_device(owner)?;
-        if accessor == owner {
-            return Ok(());
-        }
-        let owner_context = self.context(owner)?;
-        let _bound = self.bind(accessor)?;
-        // SAFETY: both primary contexts are retained by us; the accessor's is current.
-        unsafe { ffi::ctx_disable_peer_access(owner_context) }
-    }
-
-    fn alloc_device(&self, device: usize, bytes: usize, kind: AllocKind) -> Result<DeviceAddr> {
-        let _bound = self.bind(device)?;
-        let size = bytes.max(1);
-        let addr = match kind {
-            AllocKind::Plain => ffi::mem_alloc(size),
-            AllocKind::Pool => self.alloc_from_default_pool(device, size),
-        }
-        .map_err(|err| {
-            if ffi::is_code(&err, CUresult::CUDA_ERROR_OUT_OF_MEMORY) {
-                Error::OutOfMemory {
-                    place: format!("cuda:{device}"),
-                    bytes,
-                }
-            } else {
-                err
-            }
-        })?;
-        Ok(DeviceAddr { device, addr })
-    }
-
-    unsafe fn free_device(&self, ptr: DeviceAddr) -> Result<()> {
-        let _bound = self.bind(ptr.device)?;
-        // SAFETY: the caller's contract: from our `alloc_device`, freed once, unused.
-        unsafe { ffi::mem_free(ptr.addr) }
-    }
-
-    fn alloc_pinned(&self, bytes: usize) -> Result<*mut u8> {
-        let _bound = self.bind_any()?;
-        ffi::mem_host_alloc_portable(bytes.max(1)).map_err(|err| {
-            if ffi::is_code(&err, CUresult::CUDA_ERROR_OUT_OF_MEMORY) {
-                Error::OutOfMemory {
-                    place: "pinned host memory".to_owned(),
-                    bytes,
-                }
-            } else {
-                err
-            }
-        })
-    }
-
-    unsafe fn free_pinned(&self, ptr: *mut u8) -> Result<()> {
-        let _bound = self.bind_any()?;
-        // SAFETY: the caller's contract: from our `alloc_pinned`, freed once, unused.
-        unsafe { ffi::mem_free_host(ptr) }
-    }
-
-    fn pool_of(&self, ptr: DeviceAddr) -> Result<Option<PoolId>> {
-        let _bound = self.bind(ptr.device)?;
-        if !self.has_pools {
-            return Ok(None);
-        }
-        match ffi::pointer_mempool(ptr.addr) {
-            Ok(pool) if pool.is_null() => Ok(None),
-            Ok(pool) => Ok(Some(PoolId {
-                device: ptr.device,
-                raw: handle_to_raw(pool),
-            })),
-            // Should the driver refuse the attribute for memory from no pool
-            // instead of answering null, a valid device address still means "no pool".
-            Err(err) if ffi::pointer_device_ordinal(ptr.addr).is_ok() => {
-                tracing::debug!(
-                    "pool_of: {err}; the address is device memory, so it is from no pool"
-                );
-                Ok(None)
-            }
-            Err(err) => Err(err),
-        }
-    }
-
-    fn grant_pool_access(&self, pool: PoolId, accessor: usize) -> Result<()> {
-        self.check_device(accessor)?;
-        let _bound = self.bind(pool.device)?;
-        if accessor == pool.device {
-            // The owning device always has access, and the driver refuses to change it.
-            return Ok(());
-        }
-        if !self.has_pools {
-            return Err(Error::Unsupported(format!(
-                "pool access: this driver ({}) has no stream-ordered allocator (CUDA 11.2+)",
-                self.driver_version
-            )));
-        }
-        // SAFETY: `pool.raw` is a pool handle that `pool_of` (or the caller) took from the driver.
-        unsafe { ffi::mem_pool_set_access(raw_to_handle(pool.raw), self.states[accessor].handle) }
-    }
-
-    fn create_stream(&self, device: usize) -> Result<StreamId> {
-        let _bound = self.bind(device)?;
-        let stream = ffi::stream_create_non_blocking()?;
-        Ok(StreamId {
-            device,
-            raw: handle_to_raw(stream),
-        })
-    }
-
-    unsafe fn destroy_stream(&self, stream: StreamId) -> Result<()> {
-        let _bound = self.bind(stream.device)?;
-        if stream.raw == 0 {
-            // The legacy default stream is not ours to destroy.
-            return Ok(());
-        }
-        // SAFETY: the caller's contract: from our `create_stream`, destroyed once.
-        unsafe { ffi::stream_destroy(raw_to_handle(stream.raw)) }
-    }
-
-    fn create_event(&self, device: usize) -> Result<EventId> {
-        let _bound = self.bind(device)?;
-        let event = ffi::event_create(false)?;
-        Ok(EventId {
-            device,
-            raw: handle_to_raw(event),
-        })
-    }
-
-    fn create_timing_event(&self, device: usize) -> Result<EventId> {
-        let _bound = self.bind(device)?;
-        let event = ffi::event_create(true)?;
-        Ok(EventId {
-            device,
-            raw: handle_to_raw(event),
-        })
-    }
-
-    unsafe fn destroy_event(&self, event: EventId) -> Result<()> {
-        let _bound = self.bind(event.device)?;
-        // SAFETY: the caller's contract: from our `create_event`, destroyed once.
-        unsafe { ffi::event_destroy(raw_to_handle(event.raw)) }
-    }
-
-    unsafe fn copy_peer_async(
-        &self,
-        dst: DeviceAddr,
-        src: DeviceAddr,
-        bytes: usize,
-        stream: StreamId,
-    ) -> Result<()> {
-        self.check_device(dst.device)?;
-        self.check_device(src.device)?;
-        if bytes == 0 {
-            return Ok(());
-        }
-        let _bound = self.bind(stream.device)?;
-        let handle: CUstream = raw_to_handle(stream.raw);
-        if dst.device == src.device {
-            // SAFETY: the caller's contract; the stream is live (or null).
-            return unsafe { ffi::memcpy_dtod_async(dst.addr, src.addr, bytes, handle) };
-        }
-        let (dst_context, src_context) = (self.context(dst.device)?, self.context(src.device)?);
-        // SAFETY: the caller's contract for the ranges and the stream; both
-        // contexts are retained by us.
-        unsafe {
-            ffi::memcpy_peer_async(dst.addr, dst_context, src.addr, src_context, bytes, handle)
-        }
-    }
-
-    /// One `cuMemcpyBatchAsync` for the whole batch where the driver has it
-    /// (12.8+) and the stream is a real one (the call rejects the legacy
-    /// default stream); otherwise, and for a single copy, one
-    /// `copy_peer_async` per copy. 0-byte copies are dropped.
-    unsafe fn copy_batch_async(&self, copies: &[CopyDesc], stream: StreamId) -> Result<()> {
-        for copy in copies {
-            self.check_device(copy.dst.device)?;
-            self.check_device(copy.src.device)?;
-        }
-        let copies: Vec<&CopyDesc> = copies.iter().filter(|copy| copy.bytes > 0).collect();
-        if copies.len() < 2 || stream.raw == 0 || !self.has_batch_copy {
-            for copy in copies {
-                // SAFETY: the caller's contract, copy by copy.
-                unsafe { self.copy_peer_async(copy.dst, copy.src, copy.bytes, stream)? };
-            }
-            return Ok(());
-        }
-        let _bound = self.bind(stream.device)?;
-        let mut dsts: Vec<u64> = copies.iter().map(|copy| copy.dst.addr).collect();
-        let mut srcs: Vec<u64> = copies.iter().map(|copy| copy.src.addr).collect();
-        let mut sizes: Vec<usize> = copies.iter().map(|copy| copy.bytes).collect();
-        // SAFETY: the caller's contract for every range; the stream is not
-        // the legacy one (checked above) and its context is bound.
-        unsafe {
-            ffi::memcpy_batch_async(&mut dsts, &mut srcs, &mut sizes, raw_to_handle(stream.raw))
-        }
-    }
-
-    unsafe fn copy_dtoh_async(
-        &self,
-        dst: *mut u8,
-        src: DeviceAddr,
-        bytes: usize,
-        stream: StreamId,
-    ) -> Result<()> {
-        self.check_device(src.device)?;
-        if bytes == 0 {
-            return Ok(());
-        }
-        let _bound = self.bind(stream.device)?;
-        // SAFETY: the caller's contract.
-        unsafe { ffi::memcpy_dtoh_async(dst, src.addr, bytes, raw_to_handle(stream.raw)) }
-    }
-
-    unsafe fn copy_htod_async(
-        &self,
-        dst: DeviceAddr,
-        src: *const u8,
-        bytes: usize,
-        stream: StreamId,
-    ) -> Result<()> {
-        self.check_device(dst.device)?;
-        if bytes == 0 {
-            return Ok(());
-        }
-        let _bound = self.bind(stream.device)?;
-        // SAFETY: the caller's contract.
-        unsafe { ffi::memcpy_htod_async(dst.addr, src, bytes, raw_to_handle(stream.raw)) }
-    }
-
-    unsafe fn memset_async(
-        &self,
-        dst: DeviceAddr,
-        value: u8,
-        bytes: usize,
-        stream: StreamId,
-    ) -> Result<()> {
-        self.check_device(dst.device)?;
-        if bytes == 0 {
-            return Ok(());
-        }
-        let _bound = self.bind(stream.device)?;
-        // SAFETY: the caller's contract.
-        unsafe { ffi::memset_d8_async(dst.addr, value, bytes, raw_to_handle(stream.raw)) }
-    }
-
-    fn record_event(&self, event: EventId, stream: StreamId) -> Result<()> {
-        self.check_device(event.device)?;
-        let _bound = self.bind(stream.device)?;
-        // SAFETY: `EventId`/`StreamId` values stand for live handles of their
-        // devices (from `create_*` here or from the caller's own CUDA code);
-        // the driver rejects an event and stream of different contexts.
-        unsafe { ffi::event_record(raw_to_handle(event.raw), raw_to_handle(stream.raw)) }
-    }
-
-    fn stream_wait_event(&self, stream: StreamId, event: EventId) -> Result<()> {
-        self.check_device(event.device)?;
-        let _bound = self.bind(stream.device)?;
-        // SAFETY: as in `record_event`; waiting on another device's event is allowed.
-        unsafe { ffi::stream_wait_event(raw_to_handle(stream.raw), raw_to_handle(event.raw)) }
-    }
-
-    fn event_done(&self, event: EventId) -> Result<bool> {
-        let _bound = self.bind(event.device)?;
-        // SAFETY: as in `record_event`.
-        unsafe { ffi::event_query(raw_to_handle(event.raw)) }
-    }
-
-    fn stream_done(&self, stream: StreamId) -> Result<bool> {
-        let _bound = self.bind(stream.device)?;
-        // SAFETY: as in `record_event`; raw 0 is the bound context's legacy stream.
-        unsafe { ffi::stream_query(raw_to_handle(stream.raw)) }
-    }
-
-    fn default_pool(&self, device: usize) -> Result<Option<PoolId>> {
-        self.check_device(device)?;
-        if !self.has_pools {
-            return Ok(None);
-        }
-        let _bound = self.bind(device)?;
-        let pool = ffi::device_default_mem_pool(self.states[device].handle)?;
-        Ok(Some(PoolId {
-            device,
-            raw: handle_to_raw(pool),
-        }))
-    }
-
-    fn event_elapsed_ms(&self, start: EventId, end: EventId) -> Result<f32> {
-        self.check_device(end.device)?;
-        let _bound = self.bind(start.device)?;
-        // SAFETY: as in `record_event`.
-        unsafe { ffi::event_elapsed_ms(raw_to_handle(start.raw), raw_to_handle(end.raw)) }
-    }
-
-    fn synchronize_stream(&self, stream: StreamId) -> Result<()> {
-        let _bound = self.bind(stream.device)?;
-        // SAFETY: as in `record_event`; raw 0 is the bound context's legacy stream.
-        unsafe { ffi::stream_synchronize(raw_to_handle(stream.raw)) }
-    }
-}
-
 impl Drop for CudaDriver {
+    /// Destroys our streams, gives back our context references, and binds
+    /// back the caller's current context (or none, if that was one of ours
+    /// and is gone now). Failures are logged: `Drop` cannot return them.
     fn drop(&mut self) {
+        let previous = ffi::context::current();
+        let mut previous_gone = false;
         for (ordinal, state) in self.states.iter_mut().enumerate() {
             let Some(context) = state.context.take() else {
                 continue;
             };
             if let Some(stream) = state.alloc_stream.take() {
-                // SAFETY: the context is still retained by us; the stream was
+                // SAFETY: the context is retained by `context`; the stream was
                 // made in it, is ours alone, and is destroyed once here.
                 let destroyed = unsafe {
-                    ffi::ctx_set_current(context).and_then(|()| ffi::stream_destroy(stream))
+                    ffi::context::set_current(context.cu_ctx())
+                        .and_then(|()| ffi::stream::destroy(stream))
                 };
                 if let Err(err) = destroyed {
                     tracing::warn!("destroying the allocation stream of cuda:{ordinal}: {err}");
                 }
             }
-            // SAFETY: we took exactly one reference (duplicates were given
-            // back at once) and use no handle through it after this.
-            if let Err(err) = unsafe { ffi::primary_ctx_release(state.handle) } {
-                tracing::warn!("releasing the primary context of cuda:{ordinal}: {err}");
+            let was_previous = previous.as_ref().is_ok_and(|&p| p == context.cu_ctx());
+            // Gives back our reference (cudarc's Drop binds it and releases it
+            // when ours was the last one).
+            drop(context);
+            if was_previous {
+                previous_gone = !ffi::context::primary_active(state.handle).unwrap_or(false);
             }
+        }
+        match previous {
+            Ok(previous) => {
+                let restore = if previous_gone {
+                    std::ptr::null_mut()
+                } else {
+                    previous
+                };
+                // SAFETY: `restore` was current when `drop` began and is still
+                // live (or is null, which unbinds).
+                if let Err(err) = unsafe { ffi::context::set_current(restore) } {
+                    tracing::warn!("binding back the caller's CUDA context: {err}");
+                }
+            }
+            Err(err) => tracing::warn!("reading the caller's CUDA context: {err}"),
         }
     }
 }
@@ -598,7 +342,7 @@ impl fmt::Debug for CudaDriver {
         f.debug_struct("CudaDriver")
             .field("driver_version", &self.driver_version)
             .field("devices", &self.devices)
-            .field("contexts_retained", &in_use)
+            .field("contexts_held", &in_use)
             .field("has_pools", &self.has_pools)
             .field("has_batch_copy", &self.has_batch_copy)
             .finish()
@@ -617,6 +361,7 @@ fn raw_to_handle<T>(raw: u64) -> *mut T {
 
 #[cfg(test)]
 mod tests {
+    use super::ffi::CUresult;
     use super::*;
 
     #[test]
@@ -669,6 +414,34 @@ mod tests {
                 );
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn cudarc_errors_convert_with_their_code_and_name() {
+        let err = Error::from(cudarc::driver::DriverError(
+            CUresult::CUDA_ERROR_PEER_ACCESS_UNSUPPORTED,
+        ));
+        match err {
+            Error::Cuda { call, code, name } => {
+                assert_eq!(call, "a cudarc call");
+                assert_eq!(code, CUresult::CUDA_ERROR_PEER_ACCESS_UNSUPPORTED as u32);
+                assert_eq!(name, "CUDA_ERROR_PEER_ACCESS_UNSUPPORTED");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_batched_copy_is_compiled_exactly_where_the_bindings_have_it() {
+        // The default bindings (12.8) have it; 13.x renames it; older ones lack it.
+        let symbol = ffi::copy::BATCH_SYMBOL.map(|s| s.to_str().unwrap_or("?"));
+        if cfg!(cuda_at_least_13000) {
+            assert_eq!(symbol, Some("cuMemcpyBatchAsync_v2"));
+        } else if cfg!(cuda_at_least_12080) {
+            assert_eq!(symbol, Some("cuMemcpyBatchAsync"));
+        } else {
+            assert_eq!(symbol, None);
         }
     }
 }

@@ -144,7 +144,9 @@
 //!   stream that waits on such an event is hung too. `synchronize_stream` on
 //!   a hung stream returns [`Error::Timeout`] ("simulated hang on cuda:N",
 //!   0 ms) at once instead of blocking forever, `event_elapsed_ms` on a hung
-//!   event returns `CUDA_ERROR_NOT_READY`, and `wait_event` times out at its deadline.
+//!   event returns `CUDA_ERROR_NOT_READY`, and `wait_event` times out at its
+//!   deadline (at once in real time; with `Duration::MAX` the host's virtual
+//!   clock saturates).
 //! * `late` (with `late_ms = N`, [`Fault::Late`]): the copy runs, correctly,
 //!   only once the host's virtual clock has passed N ms after its normal
 //!   end. A host wait with a shorter deadline times out; the bytes are

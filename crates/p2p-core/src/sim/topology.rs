@@ -56,6 +56,7 @@ const MIB: u64 = 1 << 20;
 /// names the file, line and column.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Topology {
+    /// `[machine] name` (it seeds the GPUs' UUIDs, and so the cache fingerprint).
     pub machine_name: String,
     /// As CUDA encodes it (`12080` = 12.8).
     pub driver_version: i32,
@@ -68,11 +69,13 @@ pub struct Topology {
 /// One simulated GPU.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GpuSpec {
+    /// What the device reports as its name.
     pub name: String,
     /// `GPU-sim-...`, derived from the machine name and the ordinal.
     pub uuid: String,
     /// `dddd:bb:dd.f`.
     pub pci_bus_id: String,
+    /// Device memory; allocating past it is out of memory.
     pub memory_mib: u64,
     /// Speed of pinned copies to and from the host, in GB/s.
     pub host_gbps: f64,
@@ -81,12 +84,15 @@ pub struct GpuSpec {
 /// One direction of a simulated peer path.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PeerSpec {
+    /// The device the bytes come from.
     pub from: usize,
+    /// The device the bytes go to.
     pub to: usize,
     /// What `cuDeviceCanAccessPeer` says.
     pub claimed: bool,
     /// Speed of direct peer copies, in GB/s.
     pub gbps: f64,
+    /// What goes wrong on this direction's direct peer path.
     pub fault: Fault,
 }
 
