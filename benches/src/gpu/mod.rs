@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use p2p_core::memory::{DeviceBuffer, PinnedBuffer, Stream};
 use p2p_core::{AllocKind, CacheSetting, Config, DisabledPairs, Driver, Location, PeerTable};
-use p2p_move::{MoveSource, MoveTarget, Mover, Policy, Route};
+use p2p_move::{Mover, Policy, Route};
 
 use crate::cli::Options;
 use crate::pattern;
@@ -306,12 +306,7 @@ fn copy_batch(
     srcs: &[DeviceBuffer],
     dsts: &mut [DeviceBuffer],
 ) -> p2p_move::Result<()> {
-    let mut items: Vec<(&dyn MoveSource, &mut dyn MoveTarget)> = srcs
-        .iter()
-        .zip(dsts.iter_mut())
-        .map(|(src, dst)| (src as &dyn MoveSource, dst as &mut dyn MoveTarget))
-        .collect();
-    mover.copy_batch(&mut items).map(drop)
+    mover.copy_batch(srcs.iter().zip(dsts.iter_mut())).map(drop)
 }
 
 /// Poisons `dst`, has `copy` write `expected.len()` bytes into its start,

@@ -29,8 +29,8 @@ mod verdicts;
 
 pub use error::{Error, PlanError, Result};
 pub use exec::{
-    BatchCompletion, Completion, EventPool, Fence, Leaked, MoveSource, MoveTarget, Mover, Parked,
-    RawBytes, RawRange, StreamOrder, Transfer,
+    BatchCompletion, BatchTransfer, Completion, EventPool, Fence, Leaked, MoveSource, MoveTarget,
+    Mover, Parked, RawBytes, RawRange, StreamOrder, Transfer,
 };
 pub use p2p_core::cudarc;
 pub use p2p_core::Error as CoreError;

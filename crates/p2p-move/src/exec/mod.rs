@@ -29,7 +29,7 @@ use p2p_core::{DeviceAddr, Driver, Location, MemRange, PeerTable, StreamId};
 pub use order::StreamOrder;
 pub use parking::{EventPool, Fence, Leaked, Parked};
 pub use raw_bytes::{MoveSource, MoveTarget, RawBytes, RawRange};
-pub use transfer::{BatchCompletion, Completion, Transfer};
+pub use transfer::{BatchCompletion, BatchTransfer, Completion, Transfer};
 
 use crate::{plan, Error, Plan, Policy, Result, Route};
 use grants::PoolGrants;
@@ -409,25 +409,55 @@ impl Mover {
         }
     }
 
-    /// Copies many ranges at once and returns when all are there. Peer
-    /// copies from one device go out in one batch call, and nothing waits on
-    /// the host until everything is queued.
-    pub fn copy_batch(
-        &self,
-        items: &mut [(&dyn MoveSource, &mut dyn MoveTarget)],
-    ) -> Result<Vec<Plan>> {
-        let mut ranges = Vec::with_capacity(items.len());
-        for (src, dst) in items.iter_mut() {
-            let len = checked_len(src.byte_len(), dst.byte_len())?;
-            ranges.push((src.raw_bytes(), dst.raw_bytes_mut(), len));
-        }
+    /// Copies many ranges at once and returns when all are there: any
+    /// iterator of `(source, target)` pairs (`&dyn` ones to mix kinds).
+    /// Peer copies from one device go out in one batch call, and nothing
+    /// waits on the host until everything is queued.
+    pub fn copy_batch<'a, S, D, I>(&self, items: I) -> Result<Vec<Plan>>
+    where
+        S: MoveSource + ?Sized + 'a,
+        D: MoveTarget + ?Sized + 'a,
+        I: IntoIterator<Item = (&'a S, &'a mut D)>,
+    {
+        let ranges = match batch_ranges(items) {
+            Ok(ranges) => ranges,
+            Err(err) => return Err(err),
+        };
         let borrowed_ranges = borrowed(&ranges);
-        // SAFETY: the exclusive borrows of `items` outlive the wait below,
-        // and on error the batch waits for what it queued.
+        // SAFETY: the borrows of the items outlive the wait below, and on
+        // error the batch waits for what it queued.
         let result = unsafe { self.queue_batch(&ranges, StreamOrder::default(), Hold::Forever) }
             .and_then(BatchCompletion::wait_holding_borrows);
         self.shared.driver.borrows_released(&borrowed_ranges);
         result
+    }
+
+    /// Queues many copies, ordered with `order`, borrowing every source and
+    /// target until the returned [`BatchTransfer`] is waited for or dropped
+    /// (dropping waits).
+    ///
+    /// # Safety
+    /// As [`Mover::copy_async`]: the [`BatchTransfer`] must not be leaked.
+    pub unsafe fn copy_batch_async<'a, S, D, I>(
+        &'a self,
+        items: I,
+        order: StreamOrder,
+    ) -> Result<BatchTransfer<'a>>
+    where
+        S: MoveSource + ?Sized + 'a,
+        D: MoveTarget + ?Sized + 'a,
+        I: IntoIterator<Item = (&'a S, &'a mut D)>,
+    {
+        let ranges = batch_ranges(items)?;
+        let borrowed_ranges = borrowed(&ranges);
+        // SAFETY: the BatchTransfer holds the borrows until it has waited.
+        match unsafe { self.queue_batch(&ranges, order, Hold::Forever) } {
+            Ok(batch) => Ok(BatchTransfer::new(self, batch, borrowed_ranges)),
+            Err(err) => {
+                self.shared.driver.borrows_released(&borrowed_ranges);
+                Err(err)
+            }
+        }
     }
 
     /// Queues many copies between raw ranges, ordered with `order` as one
@@ -559,6 +589,23 @@ fn endpoint(raw: RawBytes) -> Endpoint {
         RawBytes::Device(addr) => Endpoint::Device(addr.device),
         RawBytes::Host { pinned, .. } => Endpoint::Host { pinned },
     }
+}
+
+/// The raw ranges of a batch, every pair checked for equal sizes.
+fn batch_ranges<'a, S, D>(
+    items: impl IntoIterator<Item = (&'a S, &'a mut D)>,
+) -> Result<Vec<(RawBytes, RawBytes, usize)>>
+where
+    S: MoveSource + ?Sized + 'a,
+    D: MoveTarget + ?Sized + 'a,
+{
+    items
+        .into_iter()
+        .map(|(src, dst)| {
+            let len = checked_len(src.byte_len(), dst.byte_len())?;
+            Ok((src.raw_bytes(), dst.raw_bytes_mut(), len))
+        })
+        .collect()
 }
 
 /// The ranges a safe API borrowed, for [`Driver::borrows_released`].

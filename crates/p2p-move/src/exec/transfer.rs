@@ -231,6 +231,55 @@ impl Drop for Transfer<'_> {
     }
 }
 
+/// A queued batch that borrows every source and target until it is waited
+/// for or dropped (dropping waits).
+#[derive(Debug)]
+#[must_use = "dropping a batch transfer waits for it; call wait() to see its errors"]
+pub struct BatchTransfer<'a> {
+    batch: Option<BatchCompletion>,
+    ranges: Vec<MemRange>,
+    driver: Arc<dyn Driver>,
+    _borrows: PhantomData<&'a mut ()>,
+}
+
+impl<'a> BatchTransfer<'a> {
+    pub(crate) fn new(mover: &'a Mover, batch: BatchCompletion, ranges: Vec<MemRange>) -> Self {
+        BatchTransfer {
+            batch: Some(batch),
+            ranges,
+            driver: mover.driver().clone(),
+            _borrows: PhantomData,
+        }
+    }
+
+    /// Whether every copy has finished.
+    pub fn is_done(&self) -> bool {
+        self.batch.as_ref().is_none_or(BatchCompletion::is_done)
+    }
+
+    /// Blocks until every copy is done; never returns while the device may
+    /// still touch the borrowed memory.
+    pub fn wait(mut self) -> Result<Vec<Plan>> {
+        let result = match self.batch.take() {
+            Some(batch) => batch.wait_holding_borrows(),
+            None => Ok(Vec::new()),
+        };
+        self.driver.borrows_released(&self.ranges);
+        result
+    }
+}
+
+impl Drop for BatchTransfer<'_> {
+    fn drop(&mut self) {
+        if let Some(batch) = self.batch.take() {
+            if let Err(err) = batch.wait_holding_borrows() {
+                tracing::error!("a dropped batch transfer failed: {err}");
+            }
+            self.driver.borrows_released(&self.ranges);
+        }
+    }
+}
+
 /// Reads both ranges to host memory and compares them.
 pub(crate) fn verify_bytes(
     driver: &Arc<dyn Driver>,
