@@ -225,8 +225,9 @@ fn same_device_copies_wait_for_the_caller() {
     });
 }
 
-/// #8.4: after a copy hangs, its streams are retired and a later move from
-/// the same device does not queue behind it.
+/// #8.4: after a copy hangs, its streams are retired, the pair is
+/// downgraded (later plans avoid it), and a later move from the same device
+/// does not queue behind it.
 #[test]
 fn a_hang_does_not_block_later_moves() {
     let sim = sim_seeded(p2p_core::sim::DEFAULT_SEED);
@@ -253,6 +254,18 @@ fn a_hang_does_not_block_later_moves() {
         Err(p2p_move::Error::Core(p2p_core::Error::Timeout { .. }))
     ));
     assert!(mover.retired_streams() >= 1, "the hung stream is retired");
+    let replanned = mover
+        .plan(
+            p2p_core::Location::Cuda(0),
+            p2p_core::Location::Cuda(1),
+            4096,
+        )
+        .unwrap();
+    assert_ne!(
+        replanned.route,
+        Route::Peer,
+        "the hung pair is downgraded: {replanned}"
+    );
     // cuda:0 -> cuda:2 goes out on cuda:0's outbound stream too.
     let mut other = device_with(&driver, 2, &complement(&data), AllocKind::Plain);
     mover.copy(&src, &mut other).unwrap();

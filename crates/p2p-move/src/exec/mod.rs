@@ -54,14 +54,27 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// A move on `streams` did not finish in time: retire them, so that
-    /// later moves get new streams instead of queuing behind the hang.
-    pub(crate) fn report_hang(&self, streams: &[StreamId], pairs: &[(usize, usize)]) {
+    /// A move on `streams` did not finish within `deadline`: retire them,
+    /// so that later moves get new streams instead of queuing behind the
+    /// hang, and downgrade the peer pairs it used directly to `timeout`, so
+    /// that later plans route around them.
+    pub(crate) fn report_hang(
+        &self,
+        streams: &[StreamId],
+        pairs: &[(usize, usize)],
+        deadline: Duration,
+    ) {
         for &stream in streams {
             self.streams.retire(stream);
         }
+        let after_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
         for &(from, to) in pairs {
-            tracing::error!("a copy cuda:{from} -> cuda:{to} hung");
+            if let Err(err) = self
+                .table
+                .downgrade(from, to, p2p_core::Reason::Timeout { after_ms })
+            {
+                tracing::warn!("downgrading cuda:{from} -> cuda:{to} after a hang: {err}");
+            }
         }
     }
 }
@@ -385,7 +398,7 @@ impl Mover {
                     shared.scratch.release_idle(scratch);
                     return Err(failed.error.into());
                 }
-                shared.report_hang(&failed.hung, &pairs);
+                shared.report_hang(&failed.hung, &pairs, deadline);
                 match hold {
                     Hold::Forever => {
                         for fence in &failed.pending {

@@ -64,7 +64,8 @@ impl Completion {
         if let Some(done) = &self.done {
             if let Err(err) = done.wait(self.deadline) {
                 if matches!(err, p2p_core::Error::Timeout { .. }) {
-                    self.shared.report_hang(&self.streams, &self.pairs);
+                    self.shared
+                        .report_hang(&self.streams, &self.pairs, self.deadline);
                 }
                 first_error.get_or_insert(Error::from(err));
             }
