@@ -273,3 +273,30 @@ fn a_hang_does_not_block_later_moves() {
     std::mem::forget(src);
     std::mem::forget(dst);
 }
+
+/// #8.2: a batch whose queuing fails part-way returns only once every copy
+/// it queued (peer batch and staged parts alike) is known done.
+#[test]
+fn a_failed_batch_returns_only_after_its_queued_copies() {
+    for nth in 1..=10 {
+        let watched = Watched::new(sim_machine());
+        let driver: Arc<dyn Driver> = watched.clone();
+        let mover = mover_with(&driver, "1->0");
+        let data = pattern(300_000, 8);
+        let a = device_with(&driver, 0, &data, AllocKind::Plain);
+        let b = device_with(&driver, 1, &data, AllocKind::Plain);
+        let mut to_b = device_with(&driver, 1, &complement(&data), AllocKind::Plain);
+        let mut to_a = device_with(&driver, 0, &complement(&data), AllocKind::Plain);
+        watched.fail_event_at.store(nth, Ordering::SeqCst);
+        let items: Vec<(
+            &p2p_core::memory::DeviceBuffer,
+            &mut p2p_core::memory::DeviceBuffer,
+        )> = vec![(&a, &mut to_b), (&b, &mut to_a)];
+        let result = mover.copy_batch(items);
+        assert_eq!(
+            watched.unfinished(),
+            Vec::new(),
+            "event {nth} failing: {result:?} returned with copies unfinished"
+        );
+    }
+}
