@@ -300,3 +300,23 @@ fn a_failed_batch_returns_only_after_its_queued_copies() {
         );
     }
 }
+
+/// `Drop` records errors (cudarc's record_err / check_err): a failed free
+/// in a drop is visible to the program.
+#[test]
+fn a_failed_free_in_drop_is_recorded() {
+    let sim = sim_seeded(p2p_core::sim::DEFAULT_SEED);
+    let driver: Arc<dyn Driver> = sim.clone();
+    let buffer = p2p_core::memory::DeviceBuffer::new(&driver, 0, 4096, AllocKind::Plain).unwrap();
+    sim.fail_call(p2p_core::sim::CallKind::FreeDevice, 1);
+    drop(buffer);
+    let recorded = p2p_core::memory::check_drop_errors();
+    let (errors, _) = recorded.expect_err("the failed free is recorded");
+    assert!(
+        errors
+            .iter()
+            .any(|(what, _)| what.contains("freeing 4096 bytes on cuda:0")),
+        "{errors:?}"
+    );
+    assert!(p2p_core::memory::check_drop_errors().is_ok(), "taken once");
+}

@@ -61,7 +61,10 @@ impl Drop for EventPool {
                 // driver and is owned by the pool alone (leases give theirs
                 // back when the last clone drops).
                 if let Err(err) = unsafe { self.driver.destroy_event(id) } {
-                    tracing::warn!("destroying a pooled event: {err}");
+                    p2p_core::memory::record_drop_error(
+                        format!("destroying a pooled event of cuda:{}", id.device),
+                        err,
+                    );
                 }
             }
         }
