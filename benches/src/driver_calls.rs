@@ -141,9 +141,12 @@ fn api(case: &MoveCase) -> &'static str {
     }
 }
 
+/// Our CPU time per move of the case named, where it was timed.
+pub type TimeOf<'a> = &'a dyn Fn(&str) -> Option<Duration>;
+
 /// The counts as a markdown table (with a legend); with `time`, a column
 /// of our CPU time per move, from the bench (`None` for a case not timed).
-pub fn table(rows: &[MoveCalls], time: Option<&dyn Fn(&str) -> Option<Duration>>) -> String {
+pub fn table(rows: &[MoveCalls], time: Option<TimeOf<'_>>) -> String {
     let kinds = columns(rows);
     let mut out = String::from("| move | call | size | route |");
     for kind in &kinds {
