@@ -36,7 +36,8 @@ pub enum Reason {
     },
     /// The copy finished but delivered wrong bytes.
     Corrupt {
-        /// Byte offset of the first wrong byte in the probe's pattern.
+        /// Offset of the first wrong byte (in the probe's pattern, or in
+        /// the move that found the pair broken).
         offset: u64,
         /// The byte the pattern has there.
         expected: u8,
@@ -51,11 +52,11 @@ pub enum Reason {
     },
     /// Thorough mode: correct, but slower than staging through pinned host memory.
     SlowerThanStaging {
+        /// The measured direct peer bandwidth, in GB/s.
+        ///
         /// Written as `measured_peer_gbps`: the verdict's own `peer_gbps`
         /// sits in the same JSON object (the reason is flattened into it),
         /// and a key written twice makes the whole file unreadable.
-        ///
-        /// The measured direct peer bandwidth, in GB/s.
         #[serde(rename = "measured_peer_gbps")]
         peer_gbps: f64,
         /// The measured bandwidth of staging through pinned host memory, in GB/s.
@@ -195,6 +196,80 @@ impl fmt::Display for PeerVerdict {
             // The reason already carries the figure.
             (Reason::SlowerThanStaging { .. }, _) | (_, None) => Ok(()),
             (_, Some(gbps)) => write!(f, " ({gbps:.1} GB/s)"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(reason: Reason, peer_gbps: Option<f64>) -> PeerVerdict {
+        PeerVerdict {
+            from: 2,
+            to: 3,
+            claimed: true,
+            reason,
+            peer_gbps,
+            probe_micros: 0,
+        }
+    }
+
+    #[test]
+    fn verdicts_display_pair_reason_and_bandwidth() {
+        assert_eq!(
+            verdict(Reason::Verified, Some(48.25)).to_string(),
+            "cuda:2 -> cuda:3: verified (48.2 GB/s)"
+        );
+        assert_eq!(
+            verdict(Reason::Timeout { after_ms: 2000 }, None).to_string(),
+            "cuda:2 -> cuda:3: timeout: the copy did not finish within 2000 ms"
+        );
+        // The slower-than-staging reason carries the figure already.
+        let slow = Reason::SlowerThanStaging {
+            peer_gbps: 3.0,
+            staged_gbps: 20.0,
+        };
+        assert_eq!(
+            verdict(slow, Some(3.0)).to_string(),
+            "cuda:2 -> cuda:3: slower-than-staging: peer 3.0 GB/s < staged 20.0 GB/s"
+        );
+    }
+
+    #[test]
+    fn every_reason_displays_its_name_first() {
+        let reasons = [
+            Reason::Verified,
+            Reason::NotClaimed,
+            Reason::EnableFailed {
+                detail: "CUDA_ERROR_TOO_MANY_PEERS".into(),
+            },
+            Reason::Corrupt {
+                offset: 7,
+                expected: 1,
+                found: 0,
+            },
+            Reason::Timeout { after_ms: 5 },
+            Reason::SlowerThanStaging {
+                peer_gbps: 1.0,
+                staged_gbps: 2.0,
+            },
+            Reason::DisabledByPolicy,
+        ];
+        for reason in reasons {
+            let text = reason.to_string();
+            assert!(text.starts_with(reason.name()), "{text}");
+            assert_eq!(reason.describe(), text);
+        }
+        let states = [PairState::Works, PairState::Broken, PairState::Disabled];
+        let words: Vec<String> = states.iter().map(PairState::to_string).collect();
+        assert_eq!(words, ["works", "broken", "disabled"]);
+        // The same words as the JSON the CLI prints.
+        for (state, word) in states.iter().zip(&words) {
+            assert_eq!(
+                serde_json::to_string(state).ok(),
+                Some(format!("\"{word}\""))
+            );
         }
     }
 }
