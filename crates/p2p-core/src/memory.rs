@@ -55,7 +55,11 @@ impl DeviceBuffer {
                 self.driver
                     .copy_dtoh_async(out.as_mut_ptr(), self.ptr, self.len, stream.id())?
             };
-            stream.synchronize()?;
+            if let Err(err) = stream.synchronize_after_copy() {
+                // The copy may still write into `out` some day.
+                std::mem::forget(out);
+                return Err(err);
+            }
         }
         Ok(out)
     }
@@ -74,7 +78,7 @@ impl DeviceBuffer {
                 self.driver
                     .copy_htod_async(self.ptr, data.as_ptr(), data.len(), stream.id())?
             };
-            stream.synchronize()?;
+            stream.synchronize_after_copy()?;
         }
         Ok(())
     }
@@ -204,6 +208,19 @@ impl Stream {
 
     pub fn synchronize(&self) -> Result<()> {
         self.driver.synchronize_stream(self.id)
+    }
+
+    /// [`Stream::synchronize`], tried once more if it fails: the blocking
+    /// helpers must not return (and let their host memory go) while their
+    /// copy may still be queued.
+    fn synchronize_after_copy(&self) -> Result<()> {
+        self.synchronize().or_else(|err| {
+            tracing::debug!(
+                "synchronizing a stream of cuda:{} failed ({err}); trying once more",
+                self.id.device
+            );
+            self.synchronize()
+        })
     }
 
     /// Gives up ownership without destroying: for a stream with hung work on it.
