@@ -157,7 +157,10 @@ fn one_round(seed: u64) {
     assert_eq!(entries.len(), 12, "every distinct pair, once: {entries:?}");
     for e in &entries {
         let pair = (e.verdict.from, e.verdict.to);
-        assert!(!(BROKEN.contains(&pair) && e.verdict.is_verified()), "{e:?}");
+        assert!(
+            !(BROKEN.contains(&pair) && e.verdict.is_verified()),
+            "{e:?}"
+        );
         if pair == DOWNGRADED {
             assert_eq!(e.verdict.reason.name(), "timeout", "the newest word");
         }
