@@ -80,7 +80,7 @@ fn planner(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     for (name, src, dst, verdicts, route) in cases {
         let made = plan(src, dst, PLANNED_BYTES, verdicts, &policy).expect("a valid plan");
-        assert_eq!(made.route, route, "{name}: {}", made.reason);
+        assert_eq!(made.route, route, "{name}: {}", made.reason());
         group.bench_function(name, |b| {
             b.iter(|| {
                 plan(
@@ -122,9 +122,10 @@ impl SimMove {
             .plan(Location::Cuda(from), Location::Cuda(to), bytes)
             .expect("a plan");
         assert_eq!(
-            planned.route, route,
+            planned.route,
+            route,
             "cuda:{from} -> cuda:{to}: {}",
-            planned.reason
+            planned.reason()
         );
         SimMove { mover, src, dst }
     }

@@ -18,7 +18,7 @@ impl Bench {
         let mut srcs = Vec::with_capacity(BATCH_COUNT);
         let mut dsts = Vec::with_capacity(BATCH_COUNT);
         for index in 0..BATCH_COUNT {
-            let src = DeviceBuffer::new(&driver, SRC, BATCH_ITEM_BYTES, AllocKind::Plain)?;
+            let mut src = DeviceBuffer::new(&driver, SRC, BATCH_ITEM_BYTES, AllocKind::Plain)?;
             src.write_from_slice(
                 &pattern::pattern(BATCH_ITEM_BYTES, 1000 + index as u64),
                 &self.streams[SRC],

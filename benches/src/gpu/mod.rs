@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use p2p_core::memory::{DeviceBuffer, PinnedBuffer, Stream};
 use p2p_core::{AllocKind, CacheSetting, Config, DisabledPairs, Driver, Location, PeerTable};
-use p2p_move::{MoveSource, MoveTarget, Mover, Policy, Route};
+use p2p_move::{Mover, Policy, Route};
 
 use crate::cli::Options;
 use crate::pattern;
@@ -110,7 +110,7 @@ impl Bench {
             .map(|device| Stream::new(&driver, device))
             .collect::<p2p_core::Result<Vec<_>>>()?;
         let pattern = pattern::pattern(max, 1);
-        let src = DeviceBuffer::new(&driver, SRC, max, AllocKind::Plain)?;
+        let mut src = DeviceBuffer::new(&driver, SRC, max, AllocKind::Plain)?;
         src.write_from_slice(&pattern, &streams[SRC])?;
         Ok(Bench {
             dst: DeviceBuffer::new(&driver, DST, max, AllocKind::Plain)?,
@@ -259,7 +259,7 @@ impl Bench {
         dst: Location,
     ) -> BenchResult<Route> {
         let planned = mover.plan(src, dst, self.max())?;
-        self.note(format!("{label}: {}", planned.reason));
+        self.note(format!("{label}: {}", planned.reason()));
         Ok(planned.route)
     }
 }
@@ -306,12 +306,7 @@ fn copy_batch(
     srcs: &[DeviceBuffer],
     dsts: &mut [DeviceBuffer],
 ) -> p2p_move::Result<()> {
-    let mut items: Vec<(&dyn MoveSource, &mut dyn MoveTarget)> = srcs
-        .iter()
-        .zip(dsts.iter_mut())
-        .map(|(src, dst)| (src as &dyn MoveSource, dst as &mut dyn MoveTarget))
-        .collect();
-    mover.copy_batch(&mut items).map(drop)
+    mover.copy_batch(srcs.iter().zip(dsts.iter_mut())).map(drop)
 }
 
 /// Poisons `dst`, has `copy` write `expected.len()` bytes into its start,

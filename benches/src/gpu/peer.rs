@@ -17,7 +17,7 @@ impl Bench {
     /// to: the driver stages them. Must run before any mover copies pool memory.
     pub(super) fn raw_pool_ungranted(&mut self) -> BenchResult<Option<PoolPair>> {
         let max = self.max();
-        let src = match DeviceBuffer::new(&self.driver, SRC, max, AllocKind::Pool) {
+        let mut src = match DeviceBuffer::new(&self.driver, SRC, max, AllocKind::Pool) {
             Ok(buffer) => buffer,
             Err(p2p_core::Error::Unsupported(why)) => {
                 self.note(format!("pool memory rows skipped: {why}"));

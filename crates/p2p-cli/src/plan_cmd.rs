@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use p2p_core::config::ENV_DISABLE;
 use p2p_core::{Location, Reason};
-use p2p_move::{format_size, plan, Policy, Route};
+use p2p_move::{format_size, plan, Layout, Policy, Route};
 use serde_json::json;
 
 use crate::machine::{self, CliError};
@@ -21,7 +21,7 @@ pub(crate) fn run(
     let machine = machine::open(args)?;
     let plan = plan(from, to, bytes, machine.table.as_ref(), &Policy::default())
         .map_err(p2p_move::Error::from)?;
-    let reason = explain_policy(&machine, from, to, &plan.reason);
+    let reason = explain_policy(&machine, from, to, &plan.reason());
     let via = match plan.route {
         Route::Via { gpu } => Some(gpu),
         _ => None,
@@ -34,9 +34,11 @@ pub(crate) fn run(
             "bytes": bytes,
             "route": plan.route.name(),
             "via": via,
-            "chunk_bytes": plan.chunk_bytes,
-            "chunks": plan.chunks.len(),
-            "pipeline_depth": plan.pipeline_depth,
+            "layout": plan.layout,
+            "chunk_bytes": plan.layout.chunk_bytes(),
+            "chunks": plan.chunk_count(),
+            "pipeline_depth": plan.layout.chunk_bytes().map(|_| plan.layout.depth()),
+            "why": plan.why,
             "reason": reason,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -48,13 +50,14 @@ pub(crate) fn run(
         format_size(bytes),
         plan.route.name()
     );
-    if let Some(chunk) = plan.chunk_bytes {
-        println!(
-            "  {} chunk(s) of up to {}, {} in flight",
-            plan.chunks.len(),
-            format_size(chunk),
-            plan.pipeline_depth.unwrap_or(1)
-        );
+    match plan.layout {
+        Layout::Pipelined { chunk_bytes, depth } => println!(
+            "  {} chunk(s) of up to {}, {depth} in flight",
+            plan.chunk_count(),
+            format_size(chunk_bytes),
+        ),
+        Layout::Whole => println!("  one piece, no pipeline"),
+        _ => {}
     }
     println!("  why: {reason}");
     Ok(ExitCode::SUCCESS)

@@ -1,9 +1,42 @@
-//! Owning wrappers over driver handles: freed on drop, errors logged, never panics.
+//! Owning wrappers over driver handles: freed on drop, never panics; errors
+//! of a drop are recorded for [`check_drop_errors`].
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::{AllocKind, DeviceAddr, Driver, Error, EventId, Result, StreamId};
+
+/// Errors from `Drop` of the owning wrappers, kept until [`check_drop_errors`]
+/// takes them (as cudarc's `record_err` / `check_err` do): a failed free in
+/// `Drop` is visible to the program, not only logged. At most
+/// [`DROP_ERRORS_KEPT`] are kept; later ones are counted.
+static DROP_ERRORS: Mutex<(Vec<(String, Error)>, usize)> = Mutex::new((Vec::new(), 0));
+
+/// How many drop errors [`check_drop_errors`] can report at most.
+pub const DROP_ERRORS_KEPT: usize = 64;
+
+/// Records an error of a `Drop` (what was being done, and why it failed):
+/// logged now and kept for [`check_drop_errors`].
+pub fn record_drop_error(what: String, err: Error) {
+    tracing::warn!("{what}: {err}");
+    let mut kept = DROP_ERRORS.lock().unwrap_or_else(|e| e.into_inner());
+    if kept.0.len() < DROP_ERRORS_KEPT {
+        kept.0.push((what, err));
+    } else {
+        kept.1 += 1;
+    }
+}
+
+/// Takes the errors recorded by `Drop`s since the last call: `Ok` if there
+/// were none, else every kept one (what failed, and why) and how many more
+/// were only counted.
+pub fn check_drop_errors() -> std::result::Result<(), (Vec<(String, Error)>, usize)> {
+    let mut kept = DROP_ERRORS.lock().unwrap_or_else(|e| e.into_inner());
+    if kept.0.is_empty() && kept.1 == 0 {
+        return Ok(());
+    }
+    Err((std::mem::take(&mut kept.0), std::mem::take(&mut kept.1)))
+}
 
 /// Device memory owned by this value.
 pub struct DeviceBuffer {
@@ -65,7 +98,7 @@ impl DeviceBuffer {
     }
 
     /// Overwrites the start of the buffer with `data`, blocking on `stream`.
-    pub fn write_from_slice(&self, data: &[u8], stream: &Stream) -> Result<()> {
+    pub fn write_from_slice(&mut self, data: &[u8], stream: &Stream) -> Result<()> {
         if data.len() > self.len {
             return Err(Error::SizeMismatch {
                 src_bytes: data.len(),
@@ -96,10 +129,9 @@ impl Drop for DeviceBuffer {
     fn drop(&mut self) {
         // SAFETY: we own `ptr`, it came from `alloc_device`, and this is the only free.
         if let Err(err) = unsafe { self.driver.free_device(self.ptr) } {
-            tracing::warn!(
-                "freeing {} bytes on cuda:{}: {err}",
-                self.len,
-                self.ptr.device
+            record_drop_error(
+                format!("freeing {} bytes on cuda:{}", self.len, self.ptr.device),
+                err,
             );
         }
     }
@@ -169,7 +201,7 @@ impl Drop for PinnedBuffer {
     fn drop(&mut self) {
         // SAFETY: we own `ptr`, it came from `alloc_pinned`, and this is the only free.
         if let Err(err) = unsafe { self.driver.free_pinned(self.ptr) } {
-            tracing::warn!("freeing {} pinned bytes: {err}", self.len);
+            record_drop_error(format!("freeing {} pinned bytes", self.len), err);
         }
     }
 }
@@ -235,7 +267,10 @@ impl Drop for Stream {
     fn drop(&mut self) {
         // SAFETY: we own the stream and destroy it once.
         if let Err(err) = unsafe { self.driver.destroy_stream(self.id) } {
-            tracing::warn!("destroying a stream on cuda:{}: {err}", self.id.device);
+            record_drop_error(
+                format!("destroying a stream on cuda:{}", self.id.device),
+                err,
+            );
         }
     }
 }
@@ -293,7 +328,10 @@ impl Drop for Event {
     fn drop(&mut self) {
         // SAFETY: we own the event and destroy it once.
         if let Err(err) = unsafe { self.driver.destroy_event(self.id) } {
-            tracing::warn!("destroying an event on cuda:{}: {err}", self.id.device);
+            record_drop_error(
+                format!("destroying an event on cuda:{}", self.id.device),
+                err,
+            );
         }
     }
 }

@@ -78,7 +78,7 @@ fn round_trips_a_pattern_through_plain_and_pool_memory_on_every_device() {
         let stream = Stream::new(&driver, device).unwrap();
         for kind in KINDS {
             let want = pattern(len, device as u8 + 1);
-            let buffer = DeviceBuffer::new(&driver, device, len, kind).unwrap();
+            let mut buffer = DeviceBuffer::new(&driver, device, len, kind).unwrap();
             buffer.write_from_slice(&want, &stream).unwrap();
             let got = buffer.read_to_vec(&stream).unwrap();
             assert_eq!(first_mismatch(&got, &want), None, "cuda:{device} {kind:?}");
@@ -162,7 +162,7 @@ fn same_device_copy_and_batch_copy_deliver_the_bytes() {
     let stream = Stream::new(&driver, 0).unwrap();
     let len = 1 << 20;
     let want = pattern(len, 3);
-    let src = DeviceBuffer::new(&driver, 0, len, AllocKind::Plain).unwrap();
+    let mut src = DeviceBuffer::new(&driver, 0, len, AllocKind::Plain).unwrap();
     let dst = DeviceBuffer::new(&driver, 0, len, AllocKind::Pool).unwrap();
     src.write_from_slice(&want, &stream).unwrap();
     // SAFETY: both buffers hold `len` bytes and outlive the synchronize.
@@ -332,7 +332,7 @@ fn an_absurd_allocation_is_out_of_memory() {
     }
     // The device is still usable afterwards.
     let stream = Stream::new(&driver, 0).unwrap();
-    let buffer = DeviceBuffer::new(&driver, 0, 4096, AllocKind::Pool).unwrap();
+    let mut buffer = DeviceBuffer::new(&driver, 0, 4096, AllocKind::Pool).unwrap();
     buffer.write_from_slice(&pattern(4096, 9), &stream).unwrap();
 }
 
@@ -382,7 +382,7 @@ fn one_driver_is_usable_from_many_threads_at_once() {
                     let kind = KINDS[t % 2];
                     let want = pattern(64 << 10, t as u8);
                     let stream = Stream::new(driver, device).unwrap();
-                    let buffer = DeviceBuffer::new(driver, device, want.len(), kind).unwrap();
+                    let mut buffer = DeviceBuffer::new(driver, device, want.len(), kind).unwrap();
                     buffer.write_from_slice(&want, &stream).unwrap();
                     let got = buffer.read_to_vec(&stream).unwrap();
                     assert_eq!(
@@ -418,8 +418,8 @@ fn check_peer_copy(
 ) {
     let len = (8 << 20) + 7;
     let want = pattern(len, 0x3c);
-    let src = DeviceBuffer::new(driver, from, len, kinds.0).unwrap();
-    let dst = DeviceBuffer::new(driver, to, len, kinds.1).unwrap();
+    let mut src = DeviceBuffer::new(driver, from, len, kinds.0).unwrap();
+    let mut dst = DeviceBuffer::new(driver, to, len, kinds.1).unwrap();
     let src_stream = Stream::new(driver, from).unwrap();
     let dst_stream = Stream::new(driver, to).unwrap();
     src.write_from_slice(&want, &src_stream).unwrap();
@@ -509,7 +509,7 @@ fn batch_copy_across_devices_delivers_every_byte() {
     let count = 256;
     let len = piece * count;
     let want = pattern(len, 0x5a);
-    let src = DeviceBuffer::new(&driver, 0, len, AllocKind::Plain).unwrap();
+    let mut src = DeviceBuffer::new(&driver, 0, len, AllocKind::Plain).unwrap();
     let dst = DeviceBuffer::new(&driver, 1, len, AllocKind::Plain).unwrap();
     let stream = Stream::new(&driver, 1).unwrap();
     src.write_from_slice(&want, &stream).unwrap();

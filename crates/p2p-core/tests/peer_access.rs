@@ -49,8 +49,8 @@ both = true
 fn foreign_copy_is_correct(driver: &Arc<dyn Driver>, from: usize, to: usize) -> bool {
     let len = 64 << 10;
     let data = p2p_core::probe::probe_pattern(len, 0xF0_4E16);
-    let src = DeviceBuffer::new(driver, from, len, AllocKind::Plain).unwrap();
-    let dst = DeviceBuffer::new(driver, to, len, AllocKind::Plain).unwrap();
+    let mut src = DeviceBuffer::new(driver, from, len, AllocKind::Plain).unwrap();
+    let mut dst = DeviceBuffer::new(driver, to, len, AllocKind::Plain).unwrap();
     let src_stream = Stream::new(driver, from).unwrap();
     let dst_stream = Stream::new(driver, to).unwrap();
     src.write_from_slice(&data, &src_stream).unwrap();

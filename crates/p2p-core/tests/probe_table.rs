@@ -303,7 +303,7 @@ fn cache_round_trip_skips_the_probe() {
         // opened again, that direction only; the broken ones (0 -> 2, 1 -> 3) are not.
         assert_eq!(sim.stats().enable_calls, 1);
         let data = p2p_core::probe::probe_pattern(4096, 9);
-        let src = p2p_core::memory::DeviceBuffer::new(
+        let mut src = p2p_core::memory::DeviceBuffer::new(
             &(sim.clone() as Arc<dyn Driver>),
             0,
             4096,

@@ -118,7 +118,7 @@ fn the_owning_wrappers_work_on_it() {
     for_each_seed(|s| {
         let driver: Arc<dyn Driver> = s.machine();
         let stream = Stream::new(&driver, 1).unwrap();
-        let buffer = DeviceBuffer::new(&driver, 1, 1000, AllocKind::Pool).unwrap();
+        let mut buffer = DeviceBuffer::new(&driver, 1, 1000, AllocKind::Pool).unwrap();
         let data = pattern(1000, 9);
         buffer.write_from_slice(&data, &stream).unwrap();
         assert_eq!(buffer.read_to_vec(&stream).unwrap(), data);

@@ -92,7 +92,20 @@ pub enum Error {
         found: u8,
     },
 
-    /// A bug in this crate: a plan that does not fit its memory.
-    #[error("internal error (please report): {0}")]
-    Internal(String),
+    /// A plan was carried out on memory it was not made for (a bug of
+    /// this crate or of an adapter that made its own plan).
+    #[error("a {route} plan does not fit a move from {src} to {dst}")]
+    RouteMismatch {
+        /// The plan's route.
+        route: crate::Route,
+        /// Where the source is.
+        src: Location,
+        /// Where the destination is.
+        dst: Location,
+    },
+
+    /// A schedule orders with a caller stream that was not given (a bug of
+    /// this crate).
+    #[error("the move's schedule waits on a caller stream that was not given")]
+    MissingStream,
 }

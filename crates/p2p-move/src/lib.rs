@@ -8,11 +8,13 @@
 //!   ([`PeerVerdicts`], answered by `p2p-core`'s `PeerTable`) and a
 //!   [`Policy`], it returns a [`Plan`]: a [`Route`] (no-op, host-to-device,
 //!   device-to-host, direct peer copy, staged through pinned host memory, or
-//!   via a third GPU), the [`Chunk`]s to pipeline, and a reason in words. It
+//!   via a third GPU), a [`Layout`] (how the bytes are cut into [`Chunk`]s and
+//!   how many are in flight), and [`Why`] the route was chosen. It
 //!   touches no device and does no I/O, so it is property-tested over
 //!   generated machines and verdict matrices;
-//! * the **executor** ([`Mover`]) carries a plan out through `p2p-core`'s
-//!   `Driver`: streams, events, pinned buffers, copies.
+//! * the **executor** ([`Mover`]) turns a plan into a schedule (a value:
+//!   copies, fences and waits on lanes), and one submitter carries the
+//!   schedule out through `p2p-core`'s `Driver`.
 //!
 //! [`parse_size`] and [`format_size`] read and write byte counts for people
 //! (`8 MiB`).
@@ -27,13 +29,13 @@ mod verdicts;
 
 pub use error::{Error, PlanError, Result};
 pub use exec::{
-    BatchCompletion, Completion, MoveSource, MoveTarget, Mover, RawBytes, RawRange, StreamOrder,
-    Transfer,
+    BatchCompletion, BatchTransfer, Completion, EventPool, Fence, Leaked, MoveSource, MoveTarget,
+    Mover, Parked, RawBytes, RawRange, StreamOrder, Transfer,
 };
 pub use p2p_core::cudarc;
 pub use p2p_core::Error as CoreError;
 pub use p2p_core::Location;
-pub use plan::{plan, Chunk, Plan, Route, MAX_CHUNKS};
+pub use plan::{plan, Chunk, Chunks, Layout, Plan, Route, Why, MAX_CHUNKS};
 pub use policy::Policy;
 pub use size::{format_size, parse_size, ParseSizeError};
 pub use verdicts::{PeerVerdicts, VerdictMatrix};

@@ -233,9 +233,17 @@ fn batch_of_many_small_tensors(driver: Arc<dyn Driver>) {
             .map(|(s, d)| (s as &dyn MoveSource, d as &mut dyn MoveTarget))
             .collect();
         items.push((&host_src, &mut host_out));
-        let plans = mover.copy_batch(&mut items).unwrap();
+        let plans = mover.copy_batch(items).unwrap();
         assert_eq!(plans.len(), 257);
-        drop(items);
+        // Homogeneous batches need no `&dyn`: typed host memory both ways.
+        let floats: Vec<f32> = (0..1000).map(|i| i as f32 * 0.5).collect();
+        let mut on_device = DeviceBuffer::new(&driver, 0, 4000, AllocKind::Plain).unwrap();
+        let mut back = vec![0f32; 1000];
+        mover.copy(&floats, &mut on_device).unwrap();
+        mover
+            .copy_batch(std::iter::once((&on_device, &mut back[..])))
+            .unwrap();
+        assert_eq!(back, floats);
         for (d, expected) in dsts.iter().zip(&data) {
             assert_bytes(&read(&driver, d), expected, "batched tensor");
         }

@@ -1,6 +1,6 @@
 //! Properties of the planner over generated machines, verdict matrices, moves and policies.
 
-use p2p_move::{plan, Location, Plan, PlanError, Policy, Route, VerdictMatrix, MAX_CHUNKS};
+use p2p_move::{plan, Layout, Location, Plan, PlanError, Policy, Route, VerdictMatrix, MAX_CHUNKS};
 use proptest::prelude::*;
 
 /// One generated planning problem.
@@ -222,13 +222,14 @@ proptest! {
     #[test]
     fn chunks_cover_the_bytes_once((case, plan) in planned()) {
         if plan.route == Route::NoOp || case.bytes == 0 {
-            prop_assert!(plan.chunks.is_empty());
-            prop_assert_eq!(plan.chunk_bytes, None);
-            prop_assert_eq!(plan.pipeline_depth, None);
+            prop_assert!(plan.chunks().next().is_none());
+            prop_assert_eq!(plan.layout, Layout::Empty);
             return Ok(());
         }
         let mut next = 0;
-        for chunk in &plan.chunks {
+        let chunks: Vec<_> = plan.chunks().collect();
+        prop_assert_eq!(chunks.len(), plan.chunk_count());
+        for chunk in &chunks {
             prop_assert_eq!(chunk.offset, next);
             prop_assert!(chunk.len > 0);
             next = chunk.end();
@@ -241,24 +242,30 @@ proptest! {
             } else {
                 case.policy.chunk_bytes_for(case.bytes)
             };
-            prop_assert_eq!(plan.chunk_bytes, Some(chunk_bytes));
+            let small = case.bytes < case.policy.small_copy_bytes;
+            if small && case.bytes <= chunk_bytes {
+                // A small copy that fits one chunk is one whole piece.
+                prop_assert_eq!(plan.layout, Layout::Whole);
+                prop_assert_eq!(chunks.len(), 1);
+                return Ok(());
+            }
+            prop_assert_eq!(plan.layout.chunk_bytes(), Some(chunk_bytes));
             let most = if host { case.policy.host_chunk_bytes } else { case.policy.chunk_bytes };
             prop_assert!(chunk_bytes <= most, "never above the policy's chunk size");
             prop_assert!(
                 chunk_bytes >= case.policy.min_chunk_bytes.min(most),
                 "never below the minimum"
             );
-            prop_assert!(plan.chunks.iter().all(|chunk| chunk.len <= chunk_bytes));
+            prop_assert!(chunks.iter().all(|chunk| chunk.len <= chunk_bytes));
             // All but the last are full.
-            let (_, full) = plan.chunks.split_last().unwrap_or_else(|| unreachable!());
+            let (_, full) = chunks.split_last().unwrap_or_else(|| unreachable!());
             prop_assert!(full.iter().all(|chunk| chunk.len == chunk_bytes));
-            let depth = if case.bytes < case.policy.small_copy_bytes { 1 } else { case.policy.pipeline_depth };
-            prop_assert_eq!(plan.pipeline_depth, Some(depth));
+            let depth = if small { 1 } else { case.policy.pipeline_depth };
+            prop_assert_eq!(plan.layout.depth(), depth);
         } else {
             prop_assert_eq!(plan.route, Route::Peer);
-            prop_assert_eq!(plan.chunks.len(), 1);
-            prop_assert_eq!(plan.chunk_bytes, None);
-            prop_assert_eq!(plan.pipeline_depth, None);
+            prop_assert_eq!(chunks.len(), 1);
+            prop_assert_eq!(plan.layout, Layout::Whole);
         }
     }
 
@@ -274,22 +281,22 @@ proptest! {
     /// The reason names the endpoints, the route's key facts, and empty copies.
     #[test]
     fn reasons_name_what_was_decided((case, plan) in planned()) {
-        prop_assert!(plan.reason.contains(&case.src.to_string()), "{}", plan.reason);
+        prop_assert!(plan.reason().contains(&case.src.to_string()), "{}", plan.reason());
         match plan.route {
-            Route::NoOp => prop_assert!(plan.reason.contains("nothing to move")),
-            Route::Peer => prop_assert!(plan.reason.contains("direct peer copy")),
+            Route::NoOp => prop_assert!(plan.reason().contains("nothing to move")),
+            Route::Peer => prop_assert!(plan.reason().contains("direct peer copy")),
             Route::Via { gpu } => {
                 let via = format!("via cuda:{gpu}");
-                prop_assert!(plan.reason.contains(&via), "{}", plan.reason);
+                prop_assert!(plan.reason().contains(&via), "{}", plan.reason());
             }
-            Route::Staged => prop_assert!(plan.reason.contains("staged through pinned host memory")),
-            Route::HostToDevice => prop_assert!(plan.reason.contains("host-to-device")),
-            Route::DeviceToHost => prop_assert!(plan.reason.contains("device-to-host")),
+            Route::Staged => prop_assert!(plan.reason().contains("staged through pinned host memory")),
+            Route::HostToDevice => prop_assert!(plan.reason().contains("host-to-device")),
+            Route::DeviceToHost => prop_assert!(plan.reason().contains("device-to-host")),
             other => prop_assert!(false, "unknown route {other:?}"),
         }
         if plan.route != Route::NoOp {
-            prop_assert!(plan.reason.contains(&case.dst.to_string()), "{}", plan.reason);
-            prop_assert_eq!(case.bytes == 0, plan.reason.contains("nothing to copy"), "{}", plan.reason);
+            prop_assert!(plan.reason().contains(&case.dst.to_string()), "{}", plan.reason());
+            prop_assert_eq!(case.bytes == 0, plan.reason().contains("nothing to copy"), "{}", plan.reason());
         }
     }
 
@@ -354,7 +361,7 @@ fn too_many_chunks_is_refused() {
         &VerdictMatrix::new(1),
         &policy,
     );
-    assert_eq!(at_limit.map(|plan| plan.chunks.len()), Ok(MAX_CHUNKS));
+    assert_eq!(at_limit.map(|plan| plan.chunk_count()), Ok(MAX_CHUNKS));
     let peer = plan(
         Location::Cuda(0),
         Location::Cuda(1),
@@ -362,5 +369,5 @@ fn too_many_chunks_is_refused() {
         &VerdictMatrix::all_verified(2),
         &policy,
     );
-    assert_eq!(peer.map(|plan| plan.chunks.len()), Ok(1));
+    assert_eq!(peer.map(|plan| plan.chunk_count()), Ok(1));
 }

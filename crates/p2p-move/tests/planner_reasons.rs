@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 
 use p2p_move::{
-    plan, Chunk, Location, PeerVerdicts, Plan, PlanError, Policy, Route, VerdictMatrix,
+    plan, Chunk, Layout, Location, PeerVerdicts, Plan, PlanError, Policy, Route, VerdictMatrix,
 };
 
 const MIB: usize = 1 << 20;
@@ -52,17 +52,17 @@ fn peer_reason() {
     );
     assert_eq!(plan.route, Route::Peer);
     assert_eq!(
-        plan.reason,
+        plan.reason(),
         "cuda:0 -> cuda:1 verified by probe: direct peer copy"
     );
     assert_eq!(
-        plan.chunks,
+        plan.chunks().collect::<Vec<_>>(),
         [Chunk {
             offset: 0,
             len: 512 * MIB
         }]
     );
-    assert_eq!((plan.chunk_bytes, plan.pipeline_depth), (None, None));
+    assert_eq!(plan.layout, Layout::Whole);
 }
 
 #[test]
@@ -72,15 +72,18 @@ fn via_reason_picks_the_lowest_verified_middle() {
     let plan = plan_ok(gpu(2), gpu(3), 20 * MIB, &verdicts, &fixed_chunks());
     assert_eq!(plan.route, Route::Via { gpu: 0 });
     assert_eq!(
-        plan.reason,
+        plan.reason(),
         "peer copy cuda:2 -> cuda:3 not verified; cuda:2 -> cuda:0 -> cuda:3 both verified: \
          via cuda:0 in 8 MiB chunks, 4 in flight"
     );
-    let lens: Vec<usize> = plan.chunks.iter().map(|chunk| chunk.len).collect();
+    let lens: Vec<usize> = plan.chunks().map(|chunk| chunk.len).collect();
     assert_eq!(lens, [8 * MIB, 8 * MIB, 4 * MIB]);
     assert_eq!(
-        (plan.chunk_bytes, plan.pipeline_depth),
-        (Some(8 * MIB), Some(4))
+        plan.layout,
+        Layout::Pipelined {
+            chunk_bytes: 8 * MIB,
+            depth: 4
+        }
     );
 }
 
@@ -91,7 +94,7 @@ fn via_needs_both_legs() {
     let plan = plan_ok(gpu(0), gpu(1), 16 * MIB, &verdicts, &fixed_chunks());
     assert_eq!(plan.route, Route::Staged);
     assert_eq!(
-        plan.reason,
+        plan.reason(),
         "peer copy cuda:0 -> cuda:1 not verified and no verified third GPU: \
          staged through pinned host memory in 8 MiB chunks, 4 in flight"
     );
@@ -108,7 +111,7 @@ fn staged_reasons_say_why_not_peer_and_not_via() {
     );
     assert_eq!(two.route, Route::Staged);
     assert_eq!(
-        two.reason,
+        two.reason(),
         "peer copy cuda:1 -> cuda:0 not verified and no third GPU to go through: \
          staged through pinned host memory in 8 MiB chunks, 4 in flight"
     );
@@ -126,7 +129,7 @@ fn staged_reasons_say_why_not_peer_and_not_via() {
     );
     assert_eq!(disabled.route, Route::Staged);
     assert_eq!(
-        disabled.reason,
+        disabled.reason(),
         "peer copy cuda:0 -> cuda:1 disabled by policy: \
          staged through pinned host memory in 8 MiB chunks, 4 in flight"
     );
@@ -139,7 +142,7 @@ fn staged_reasons_say_why_not_peer_and_not_via() {
     let via_off = plan_ok(gpu(0), gpu(1), 16 * MIB, &verdicts, &no_via);
     assert_eq!(via_off.route, Route::Staged);
     assert_eq!(
-        via_off.reason,
+        via_off.reason(),
         "peer copy cuda:0 -> cuda:1 not verified and hops through a third GPU disabled by policy: \
          staged through pinned host memory in 8 MiB chunks, 4 in flight"
     );
@@ -151,21 +154,24 @@ fn host_reasons() {
     let up = plan_ok(Location::Host, gpu(0), 3 * MIB, &verdicts, &fixed_chunks());
     assert_eq!(up.route, Route::HostToDevice);
     assert_eq!(
-        up.reason,
+        up.reason(),
         "cpu -> cuda:0: host-to-device copy in one 3 MiB chunk"
     );
     assert_eq!(
-        (up.chunk_bytes, up.pipeline_depth),
-        (Some(8 * MIB), Some(4))
+        up.layout,
+        Layout::Pipelined {
+            chunk_bytes: 8 * MIB,
+            depth: 4
+        }
     );
 
     let down = plan_ok(gpu(0), Location::Host, 17 * MIB, &verdicts, &fixed_chunks());
     assert_eq!(down.route, Route::DeviceToHost);
     assert_eq!(
-        down.reason,
+        down.reason(),
         "cuda:0 -> cpu: device-to-host copy in 8 MiB chunks, 4 in flight"
     );
-    assert_eq!(down.chunks.len(), 3);
+    assert_eq!(down.chunk_count(), 3);
 }
 
 #[test]
@@ -179,13 +185,13 @@ fn small_copies_are_not_pipelined() {
     );
     assert_eq!(plan.route, Route::Staged);
     assert!(
-        plan.reason.ends_with(
+        plan.reason().ends_with(
             "staged through pinned host memory in one 4 KiB chunk (small copy: no pipeline)"
         ),
         "{}",
-        plan.reason
+        plan.reason()
     );
-    assert_eq!(plan.pipeline_depth, Some(1));
+    assert_eq!(plan.layout, Layout::Whole);
 
     // A small-copy size above the chunk size: several chunks, one at a time.
     let policy = Policy {
@@ -202,11 +208,11 @@ fn small_copies_are_not_pipelined() {
         &policy,
     );
     assert_eq!(
-        plan.reason,
-        "cpu -> cuda:0: host-to-device copy in 16 KiB chunks, one at a time (small copy: no pipeline)"
+        plan.reason(),
+        "cpu -> cuda:0: host-to-device copy in 16 KiB chunks, one at a time"
     );
-    assert_eq!(plan.chunks.len(), 3);
-    assert_eq!(plan.pipeline_depth, Some(1));
+    assert_eq!(plan.chunk_count(), 3);
+    assert_eq!(plan.layout.depth(), 1);
 }
 
 #[test]
@@ -217,10 +223,10 @@ fn noop_and_empty_reasons() {
         let same = plan_ok(gpu(1), gpu(1), bytes, &verdicts, &policy);
         assert_eq!(same.route, Route::NoOp);
         assert_eq!(
-            same.reason,
+            same.reason(),
             "source and destination are both cuda:1: nothing to move"
         );
-        assert!(same.chunks.is_empty());
+        assert!(same.chunks().next().is_none());
     }
     let host = plan_ok(Location::Host, Location::Host, 10, &verdicts, &policy);
     assert_eq!(host.route, Route::NoOp);
@@ -228,20 +234,17 @@ fn noop_and_empty_reasons() {
     let empty = plan_ok(gpu(0), gpu(1), 0, &verdicts, &policy);
     assert_eq!(empty.route, Route::Peer);
     assert_eq!(
-        empty.reason,
+        empty.reason(),
         "cuda:0 -> cuda:1 verified by probe: direct peer copy; 0 bytes: nothing to copy"
     );
-    assert!(empty.chunks.is_empty());
+    assert!(empty.chunks().next().is_none());
 
     let empty_staged = plan_ok(gpu(0), gpu(1), 0, &VerdictMatrix::new(2), &policy);
     assert_eq!(empty_staged.route, Route::Staged);
     assert!(empty_staged
-        .reason
+        .reason()
         .ends_with("staged through pinned host memory; 0 bytes: nothing to copy"));
-    assert_eq!(
-        (empty_staged.chunk_bytes, empty_staged.pipeline_depth),
-        (None, None)
-    );
+    assert_eq!(empty_staged.layout, Layout::Empty);
 }
 
 #[test]
@@ -340,7 +343,8 @@ fn serialised_names() {
     assert_eq!(json["route"], "via");
     assert_eq!(json["gpu"], 2);
     assert_eq!(json["bytes"], 10);
-    assert_eq!(json["chunks"][0]["len"], 10);
+    assert_eq!(json["layout"], "whole");
+    assert_eq!(json["why"]["why"], "via-verified-middle");
 
     // Policies read from config: missing fields default, unknown ones are refused.
     let policy: Policy = serde_json::from_str(r#"{"chunk_bytes": 1048576}"#).unwrap_or_default();
@@ -413,7 +417,11 @@ fn asks_only_about_pairs_it_may_use() {
 fn shrinking_chunks_fill_the_pipeline() {
     let verdicts = VerdictMatrix::new(2);
     let policy = Policy::default();
-    let chunk = |bytes: usize| plan_ok(gpu(0), gpu(1), bytes, &verdicts, &policy).chunk_bytes;
+    let chunk = |bytes: usize| {
+        plan_ok(gpu(0), gpu(1), bytes, &verdicts, &policy)
+            .layout
+            .chunk_bytes()
+    };
     assert_eq!(
         chunk(1 << 30),
         Some(8 * MIB),
@@ -421,8 +429,11 @@ fn shrinking_chunks_fill_the_pipeline() {
     );
     assert_eq!(chunk(64 * MIB), Some(4 * MIB), "16 chunks for 4 in flight");
     assert_eq!(chunk(4 * MIB), Some(MIB), "never below the minimum");
-    let host =
-        |bytes: usize| plan_ok(Location::Host, gpu(0), bytes, &verdicts, &policy).chunk_bytes;
+    let host = |bytes: usize| {
+        plan_ok(Location::Host, gpu(0), bytes, &verdicts, &policy)
+            .layout
+            .chunk_bytes()
+    };
     assert_eq!(
         host(1 << 30),
         Some(16 * MIB),
@@ -433,6 +444,6 @@ fn shrinking_chunks_fill_the_pipeline() {
         Some(8 * MIB),
         "four of them for a medium copy"
     );
-    let reason = plan_ok(gpu(0), gpu(1), 64 * MIB, &verdicts, &policy).reason;
+    let reason = plan_ok(gpu(0), gpu(1), 64 * MIB, &verdicts, &policy).reason();
     assert!(reason.ends_with("in 4 MiB chunks, 4 in flight"), "{reason}");
 }

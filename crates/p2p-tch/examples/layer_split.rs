@@ -164,7 +164,7 @@ fn report_boundary(
         device_name(from),
         device_name(to),
         plan.route,
-        plan.reason
+        plan.reason()
     );
     Ok(())
 }

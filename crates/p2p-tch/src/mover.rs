@@ -93,7 +93,7 @@ impl TchMover {
         let table = Arc::new(PeerTable::new(driver.clone(), config));
         let mover = Mover::new(table, policy)?;
         Ok(TchMover {
-            in_flight: InFlight::new(driver.clone()),
+            in_flight: InFlight::new(),
             mover,
             torch,
             driver,
@@ -335,26 +335,15 @@ impl TchMover {
         dst_stream: StreamId,
         src_streams: &[StreamId],
     ) -> Result<()> {
-        let marked = self
-            .in_flight
-            .take_event(dst_stream.device)
-            .and_then(|event| {
-                let ordered = self.driver.record_event(event, dst_stream).and_then(|()| {
-                    src_streams
-                        .iter()
-                        .try_for_each(|&src| self.driver.stream_wait_event(src, event))
-                });
-                match ordered {
-                    Ok(()) => Ok(event),
-                    Err(err) => {
-                        self.in_flight.give_back(event);
-                        Err(err)
-                    }
-                }
-            });
+        let marked = self.mover.events().record(dst_stream).and_then(|fence| {
+            src_streams
+                .iter()
+                .try_for_each(|&src| self.driver.stream_wait_event(src, fence.id()))
+                .map(|()| fence)
+        });
         match marked {
-            Ok(event) => {
-                raw::park(queued, &self.in_flight, event);
+            Ok(fence) => {
+                raw::park(queued, &self.in_flight, fence);
                 Ok(())
             }
             Err(err) => {

@@ -252,8 +252,8 @@ fn a_pair_disabled_by_policy_takes_the_staged_route() {
     for (from, to) in [(CUDA0, CUDA1), (CUDA1, CUDA0)] {
         for bytes in [4096, 64 << 20] {
             let plan = mover.plan(from, to, bytes).unwrap();
-            assert_eq!(plan.route, Route::Staged, "{}", plan.reason);
-            assert!(plan.reason.contains("not verified"), "{}", plan.reason);
+            assert_eq!(plan.route, Route::Staged, "{}", plan.reason());
+            assert!(plan.reason().contains("not verified"), "{}", plan.reason());
         }
         let verdict = mover.table().verdict(0, 1).unwrap();
         assert!(!verdict.is_verified(), "{verdict:?}");

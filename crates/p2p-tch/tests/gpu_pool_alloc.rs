@@ -70,7 +70,7 @@ fn moves_with_the_cuda_malloc_async_backend_are_right_and_fast() {
     if plan.route != Route::Peer {
         eprintln!(
             "cuda:0 -> cuda:1 is not verified for peer copy here ({}): no speed comparison",
-            plan.reason
+            plan.reason()
         );
         return;
     }

@@ -292,9 +292,9 @@ impl Measurer<'_> {
                     ms
                 }
                 (_, None) => {
-                    return Err(p2p_move::Error::Internal(
+                    return Err(p2p_move::Error::Core(p2p_core::Error::Unsupported(
                         "a mover case without a mover".into(),
-                    ))
+                    )))
                 }
             };
             self.progress.step();
@@ -349,7 +349,9 @@ fn timed_moves(
             let mut plans = vec![mover.copy(first.src.source(), first.dst.target())];
             for handle in others {
                 plans.push(handle.join().unwrap_or_else(|_| {
-                    Err(p2p_move::Error::Internal("a move's thread panicked".into()))
+                    Err(p2p_move::Error::Core(p2p_core::Error::Unsupported(
+                        "a move's thread panicked".into(),
+                    )))
                 }));
             }
             plans

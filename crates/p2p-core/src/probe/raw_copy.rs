@@ -31,8 +31,8 @@ pub(super) fn copy_and_compare(
 ) -> Result<CopyOutcome> {
     let pattern = probe_pattern(bytes, seed);
     let poison: Vec<u8> = pattern.iter().map(|b| !b).collect();
-    let src = DeviceBuffer::new(driver, from, bytes, AllocKind::Plain)?;
-    let dst = DeviceBuffer::new(driver, to, bytes, AllocKind::Plain)?;
+    let mut src = DeviceBuffer::new(driver, from, bytes, AllocKind::Plain)?;
+    let mut dst = DeviceBuffer::new(driver, to, bytes, AllocKind::Plain)?;
     let src_stream = Stream::new(driver, from)?;
     let dst_stream = Stream::new(driver, to)?;
     src.write_from_slice(&pattern, &src_stream)?;

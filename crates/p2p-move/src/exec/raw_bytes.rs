@@ -12,8 +12,13 @@ use p2p_core::{DeviceAddr, Location};
 pub enum RawBytes {
     /// Device memory (any allocator: `cuMemAlloc`, stream-ordered pools, PyTorch).
     Device(DeviceAddr),
-    /// Host memory. `pinned` = page-locked, so the GPU can DMA it directly.
-    Host { ptr: *mut u8, pinned: bool },
+    /// Host memory.
+    Host {
+        /// The first byte.
+        ptr: *mut u8,
+        /// Page-locked, so the GPU can DMA it directly.
+        pinned: bool,
+    },
 }
 
 impl RawBytes {
@@ -88,42 +93,44 @@ unsafe impl MoveTarget for PinnedBuffer {
     }
 }
 
-// SAFETY: a slice is `len` readable bytes for as long as it is borrowed; the
+// SAFETY: a slice of plain-old-data values is `size_of_val` readable bytes
+// for as long as it is borrowed (`Pod`: no padding, any bytes valid); the
 // executor never writes through a source.
-unsafe impl MoveSource for [u8] {
+unsafe impl<T: bytemuck::Pod> MoveSource for [T] {
     fn raw_bytes(&self) -> RawBytes {
         RawBytes::Host {
-            ptr: self.as_ptr().cast_mut(),
+            ptr: self.as_ptr().cast::<u8>().cast_mut(),
             pinned: false,
         }
     }
     fn byte_len(&self) -> usize {
-        self.len()
+        std::mem::size_of_val(self)
     }
 }
 
-// SAFETY: a mutable slice is `len` exclusively borrowed writable bytes.
-unsafe impl MoveTarget for [u8] {
+// SAFETY: a mutable slice of `Pod` values is exclusively borrowed writable
+// bytes, and any bytes written make valid values.
+unsafe impl<T: bytemuck::Pod> MoveTarget for [T] {
     fn raw_bytes_mut(&mut self) -> RawBytes {
         RawBytes::Host {
-            ptr: self.as_mut_ptr(),
+            ptr: self.as_mut_ptr().cast::<u8>(),
             pinned: false,
         }
     }
 }
 
-// SAFETY: delegates to the slice impl over the vector's initialised bytes.
-unsafe impl MoveSource for Vec<u8> {
+// SAFETY: delegates to the slice impl over the vector's initialised values.
+unsafe impl<T: bytemuck::Pod> MoveSource for Vec<T> {
     fn raw_bytes(&self) -> RawBytes {
         self.as_slice().raw_bytes()
     }
     fn byte_len(&self) -> usize {
-        self.len()
+        self.as_slice().byte_len()
     }
 }
 
-// SAFETY: delegates to the slice impl over the vector's initialised bytes.
-unsafe impl MoveTarget for Vec<u8> {
+// SAFETY: delegates to the slice impl over the vector's initialised values.
+unsafe impl<T: bytemuck::Pod> MoveTarget for Vec<T> {
     fn raw_bytes_mut(&mut self) -> RawBytes {
         self.as_mut_slice().raw_bytes_mut()
     }

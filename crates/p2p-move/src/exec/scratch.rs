@@ -2,36 +2,34 @@
 //!
 //! `cuMemAlloc` and `cuMemFree` cost tens to hundreds of microseconds and
 //! `cuMemFree` synchronises the device, more than a small via move itself.
-//! Buffers still used by queued copies are parked with the event that ends
-//! that use and come back once it has fired.
+//! Buffers still used by queued copies are parked behind the fence that
+//! ends that use.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use p2p_core::memory::DeviceBuffer;
 use p2p_core::{AllocKind, Driver, Result};
 
-use super::events::{release_parked, PooledEvent};
+use super::parking::{Fence, Parked};
 
 /// Free buffers kept per device, beyond which returned buffers are freed.
 const KEEP_PER_DEVICE: usize = 8;
 
+/// How long dropping the pool waits for each parked set.
+const DROP_DEADLINE: Duration = Duration::from_secs(60);
+
 #[derive(Debug)]
 pub(crate) struct ScratchPool {
     driver: Arc<dyn Driver>,
-    state: Mutex<ScratchState>,
-}
-
-#[derive(Debug, Default)]
-struct ScratchState {
-    free: Vec<DeviceBuffer>,
-    parked: Vec<(Vec<DeviceBuffer>, PooledEvent)>,
+    buffers: Mutex<Parked<DeviceBuffer>>,
 }
 
 impl ScratchPool {
     pub(crate) fn new(driver: Arc<dyn Driver>) -> ScratchPool {
         ScratchPool {
             driver,
-            state: Mutex::new(ScratchState::default()),
+            buffers: Mutex::new(Parked::new(DROP_DEADLINE)),
         }
     }
 
@@ -44,67 +42,56 @@ impl ScratchPool {
     ) -> Result<Vec<DeviceBuffer>> {
         let mut out = Vec::with_capacity(count);
         {
-            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            state.reclaim();
+            let mut buffers = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
+            buffers.reclaim();
+            let free = buffers.free_mut();
             while out.len() < count {
-                let found = state
-                    .free
+                match free
                     .iter()
-                    .position(|b| b.device() == device && b.len() >= len);
-                match found {
-                    Some(i) => out.push(state.free.swap_remove(i)),
+                    .position(|b| b.device() == device && b.len() >= len)
+                {
+                    Some(i) => out.push(free.swap_remove(i)),
                     None => break,
                 }
             }
         }
         while out.len() < count {
-            out.push(DeviceBuffer::new(
-                &self.driver,
-                device,
-                len,
-                AllocKind::Plain,
-            )?);
+            match DeviceBuffer::new(&self.driver, device, len, AllocKind::Plain) {
+                Ok(buffer) => out.push(buffer),
+                Err(err) => {
+                    self.release_idle(out);
+                    return Err(err);
+                }
+            }
         }
         Ok(out)
     }
 
     /// Returns buffers whose last use is the work before `done`.
-    pub(crate) fn release(&self, buffers: Vec<DeviceBuffer>, done: PooledEvent) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.parked.push((buffers, done));
-        state.reclaim();
+    pub(crate) fn release(&self, buffers: Vec<DeviceBuffer>, done: Fence) {
+        let mut parked = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
+        parked.park(buffers, done);
+        parked.reclaim();
+        keep_largest(parked.free_mut());
+    }
+
+    /// Returns buffers no queued work uses.
+    pub(crate) fn release_idle(&self, buffers: Vec<DeviceBuffer>) {
+        let mut parked = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
+        parked.put_free(buffers);
+        keep_largest(parked.free_mut());
     }
 }
 
-impl ScratchState {
-    fn reclaim(&mut self) {
-        let mut i = 0;
-        while i < self.parked.len() {
-            if self.parked[i].1.is_done() {
-                let (buffers, _event) = self.parked.swap_remove(i);
-                self.free.extend(buffers);
-            } else {
-                i += 1;
-            }
+/// Keeps the largest few free buffers per device.
+fn keep_largest(free: &mut Vec<DeviceBuffer>) {
+    free.sort_by_key(|b| (b.device(), std::cmp::Reverse(b.len())));
+    let mut kept_on = (usize::MAX, 0);
+    free.retain(|b| {
+        if kept_on.0 != b.device() {
+            kept_on = (b.device(), 0);
         }
-        // Keep the largest few per device.
-        self.free
-            .sort_by_key(|b| (b.device(), std::cmp::Reverse(b.len())));
-        let mut kept_on = (usize::MAX, 0);
-        self.free.retain(|b| {
-            if kept_on.0 != b.device() {
-                kept_on = (b.device(), 0);
-            }
-            kept_on.1 += 1;
-            kept_on.1 <= KEEP_PER_DEVICE
-        });
-    }
-}
-
-impl Drop for ScratchPool {
-    fn drop(&mut self) {
-        // Parked buffers may still be used by queued copies.
-        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
-        release_parked(std::mem::take(&mut state.parked), "via copy");
-    }
+        kept_on.1 += 1;
+        kept_on.1 <= KEEP_PER_DEVICE
+    });
 }

@@ -2,9 +2,8 @@
 //!
 //! Pinning memory costs milliseconds per call, far more than a small copy, so
 //! buffers are allocated once and kept. Buffers still in use by queued copies
-//! are parked with the event that marks the end of that use, and reclaimed
-//! once it has fired. The pool never holds more than its bound: a move that
-//! would go past it waits for parked buffers instead.
+//! are parked behind the fence that ends that use. The count of pinned bytes
+//! always matches the live buffers: free, parked and handed out.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,10 +11,17 @@ use std::time::Duration;
 use p2p_core::memory::PinnedBuffer;
 use p2p_core::{Driver, Result};
 
-use super::events::{release_parked, PooledEvent};
+use super::parking::{Fence, Parked};
 
 /// The smallest buffer the pool pins.
 const MIN_CLASS: usize = 64 << 10;
+
+/// How long an acquire waits for a parked set before pinning past the bound
+/// instead: a parked set behind a hung copy must not block later moves.
+const PARKED_WAIT: Duration = Duration::from_millis(50);
+
+/// How long dropping the pool waits for each parked set.
+const DROP_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Pinned buffers for staging, in size classes.
 #[derive(Debug)]
@@ -25,12 +31,10 @@ pub(crate) struct StagingPool {
     max_bytes: usize,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct PoolState {
-    free: Vec<PinnedBuffer>,
-    /// Buffers still in use by queued copies, with the event that ends that use.
-    parked: Vec<(Vec<PinnedBuffer>, PooledEvent)>,
-    /// Bytes allocated and not freed: free + parked + handed out.
+    buffers: Parked<PinnedBuffer>,
+    /// Bytes of live buffers: free + parked + handed out.
     allocated: usize,
 }
 
@@ -38,13 +42,19 @@ impl StagingPool {
     pub(crate) fn new(driver: Arc<dyn Driver>, max_bytes: usize) -> StagingPool {
         StagingPool {
             driver,
-            state: Mutex::new(PoolState::default()),
+            state: Mutex::new(PoolState {
+                buffers: Parked::new(DROP_DEADLINE),
+                allocated: 0,
+            }),
             max_bytes,
         }
     }
 
     /// `count` buffers of at least `len` bytes each.
     pub(crate) fn acquire(&self, count: usize, len: usize) -> Result<Vec<PinnedBuffer>> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
         // Sizes in classes (powers of two from 64 KiB), so that moves of
         // varied sizes reuse buffers instead of freeing and pinning anew.
         let len = len
@@ -53,72 +63,104 @@ impl StagingPool {
             .unwrap_or(len);
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::with_capacity(count);
-        loop {
-            state.reclaim();
-            // Take free buffers that are large enough; drop smaller ones (policy changed).
+        let result = loop {
+            state.buffers.reclaim();
+            let free = state.buffers.free_mut();
             while out.len() < count {
-                match state.free.iter().position(|b| b.len() >= len) {
-                    Some(i) => out.push(state.free.swap_remove(i)),
+                match free.iter().position(|b| b.len() >= len) {
+                    Some(i) => out.push(free.swap_remove(i)),
                     None => break,
                 }
             }
-            while out.len() < count && state.allocated + len <= self.max_bytes.max(len * count) {
-                out.push(PinnedBuffer::new(&self.driver, len)?);
-                state.allocated += len;
+            let bound = self.max_bytes.max(len * count);
+            let mut pinned = Ok(());
+            while out.len() < count && state.allocated + len <= bound {
+                match PinnedBuffer::new(&self.driver, len) {
+                    Ok(buffer) => {
+                        out.push(buffer);
+                        state.allocated += len;
+                    }
+                    Err(err) => {
+                        pinned = Err(err);
+                        break;
+                    }
+                }
+            }
+            if let Err(err) = pinned {
+                break Err(err);
             }
             if out.len() == count {
-                return Ok(out);
+                break Ok(());
             }
-            if !state.free.is_empty() {
+            if !state.buffers.free().is_empty() {
                 // Free buffers that are too small: give them back to make room.
-                let small = std::mem::take(&mut state.free);
+                let small = state.buffers.take_free();
                 state.allocated -= small.iter().map(PinnedBuffer::len).sum::<usize>();
                 continue;
             }
-            if state.parked.is_empty() {
-                // Everything is handed out to other moves; pin past the bound
-                // rather than deadlock. The surplus is freed on release.
-                while out.len() < count {
-                    out.push(PinnedBuffer::new(&self.driver, len)?);
-                    state.allocated += len;
+            // Wait a little for the oldest parked set, with the lock released.
+            let oldest = state.buffers.take_oldest();
+            if let Some((buffers, fence)) = oldest {
+                drop(state);
+                let fired = fence.wait(PARKED_WAIT).is_ok();
+                state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                if fired {
+                    state.buffers.put_free(buffers);
+                    continue;
                 }
-                return Ok(out);
+                // Still busy (maybe hung): park it again and pin past the bound.
+                state.buffers.park(buffers, fence);
             }
-            // Wait for the oldest parked set, with the lock released meanwhile.
-            let (buffers, event) = state.parked.remove(0);
-            drop(state);
-            let waited = event.wait(Duration::from_secs(60));
-            state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            match waited {
-                Ok(()) => state.free.extend(buffers),
-                Err(err) => {
-                    // A copy that never ends may still write them: never reuse.
-                    tracing::warn!(
-                        "a staged copy did not finish ({err}); leaking its pinned buffers"
-                    );
-                    state.allocated -= buffers.iter().map(PinnedBuffer::len).sum::<usize>();
-                    std::mem::forget(buffers);
+            // Everything is handed out or busy: pin past the bound rather
+            // than wait. The surplus is freed on release.
+            while out.len() < count {
+                match PinnedBuffer::new(&self.driver, len) {
+                    Ok(buffer) => {
+                        out.push(buffer);
+                        state.allocated += len;
+                    }
+                    Err(err) => {
+                        pinned = Err(err);
+                        break;
+                    }
                 }
+            }
+            break pinned;
+        };
+        match result {
+            Ok(()) => Ok(out),
+            Err(err) => {
+                // The ones taken so far are idle: keep them (still counted).
+                state.buffers.put_free(out);
+                state.trim(self.max_bytes);
+                Err(err)
             }
         }
     }
 
     /// Returns buffers whose last use is the work before `done`.
-    pub(crate) fn release(&self, buffers: Vec<PinnedBuffer>, done: PooledEvent) {
+    pub(crate) fn release(&self, buffers: Vec<PinnedBuffer>, done: Fence) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.parked.push((buffers, done));
-        state.reclaim();
+        state.buffers.park(buffers, done);
+        state.buffers.reclaim();
         state.trim(self.max_bytes);
     }
 
     /// Returns buffers no queued work uses.
     pub(crate) fn release_idle(&self, buffers: Vec<PinnedBuffer>) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.free.extend(buffers);
+        state.buffers.put_free(buffers);
         state.trim(self.max_bytes);
     }
 
-    /// Pinned bytes held now (for tests and reports).
+    /// Gives up buffers a hung copy may still use: never freed, no longer counted.
+    pub(crate) fn leak(&self, buffers: Vec<PinnedBuffer>) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.allocated -= buffers.iter().map(PinnedBuffer::len).sum::<usize>();
+        std::mem::forget(buffers);
+    }
+
+    /// Pinned bytes held now: free, parked and handed out (for tests and reports).
     pub(crate) fn allocated_bytes(&self) -> usize {
         self.state
             .lock()
@@ -128,33 +170,13 @@ impl StagingPool {
 }
 
 impl PoolState {
-    fn reclaim(&mut self) {
-        let mut i = 0;
-        while i < self.parked.len() {
-            if self.parked[i].1.is_done() {
-                let (buffers, _event) = self.parked.swap_remove(i);
-                self.free.extend(buffers);
-            } else {
-                i += 1;
-            }
-        }
-    }
-
     /// Frees free buffers beyond the bound (pinned past it under contention).
     fn trim(&mut self, max_bytes: usize) {
         while self.allocated > max_bytes {
-            match self.free.pop() {
+            match self.buffers.free_mut().pop() {
                 Some(buffer) => self.allocated -= buffer.len(),
                 None => break,
             }
         }
-    }
-}
-
-impl Drop for StagingPool {
-    fn drop(&mut self) {
-        // Parked buffers may still be used by queued copies.
-        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
-        release_parked(std::mem::take(&mut state.parked), "staged copy");
     }
 }

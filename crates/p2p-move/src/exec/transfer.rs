@@ -1,20 +1,20 @@
-//! Handles on queued moves: [`Completion`] (owned) and [`Transfer`] (borrowing).
+//! Handles on queued moves: [`Completion`] (owned), [`BatchCompletion`] and
+//! [`Transfer`] (borrowing).
 
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
 use p2p_core::memory::Stream;
-use p2p_core::Driver;
+use p2p_core::{Driver, MemRange, StreamId};
 
-use super::events::PooledEvent;
-use super::{Mover, RawBytes};
+use super::parking::Fence;
+use super::{Mover, RawBytes, Shared};
 use crate::{Error, Plan, Result};
 
 /// What to compare once a move is done (verify mode).
 #[derive(Debug)]
 pub(crate) struct VerifyRequest {
-    pub(crate) driver: Arc<dyn Driver>,
     pub(crate) src: RawBytes,
     pub(crate) dst: RawBytes,
     pub(crate) len: usize,
@@ -26,109 +26,114 @@ pub(crate) struct VerifyRequest {
 #[derive(Debug)]
 #[must_use = "a completion says when the memory of a move may be touched again"]
 pub struct Completion {
-    plan: Plan,
-    pub(crate) done: Option<PooledEvent>,
+    pub(crate) plans: Vec<Plan>,
+    pub(crate) done: Option<Fence>,
+    /// The work queued ahead of the move (the caller's, other moves' on
+    /// shared streams): the deadline counts from when it is done, since a
+    /// long kernel queued before the move is not a hang.
+    pub(crate) ahead: Vec<Fence>,
     pub(crate) deadline: Duration,
-    verify: Option<VerifyRequest>,
-    /// The caller's work the move waits for: the deadline counts from
-    /// there, since a long kernel queued before the move is not a hang.
-    after: Vec<PooledEvent>,
+    pub(crate) verify: Vec<VerifyRequest>,
+    /// The mover's streams the move ran on: retired if it hangs.
+    pub(crate) streams: Vec<StreamId>,
+    /// Peer pairs the move used directly: downgraded if it hangs.
+    pub(crate) pairs: Vec<(usize, usize)>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl Completion {
-    pub(crate) fn ready(plan: Plan) -> Completion {
-        Completion {
-            plan,
-            done: None,
-            deadline: Duration::ZERO,
-            verify: None,
-            after: Vec::new(),
-        }
-    }
-
-    pub(crate) fn queued(
-        plan: Plan,
-        done: Option<PooledEvent>,
-        deadline: Duration,
-        verify: Option<VerifyRequest>,
-    ) -> Completion {
-        Completion {
-            plan,
-            done,
-            deadline,
-            verify,
-            after: Vec::new(),
-        }
-    }
-
-    /// Marks the caller's work the move is queued behind.
-    pub(crate) fn after(mut self, start: Vec<PooledEvent>) -> Completion {
-        self.after = start;
-        self
-    }
-
-    /// Waits, with no deadline, for the caller's work queued before the move.
-    fn wait_for_callers_work(&self) -> Result<()> {
-        for event in &self.after {
-            event.wait(Duration::MAX)?;
-        }
-        Ok(())
-    }
-
-    /// The plan the move follows.
+    /// The plan the move follows (the first one, for a batch part).
     pub fn plan(&self) -> &Plan {
-        &self.plan
+        &self.plans[0]
     }
 
     /// Whether every copy of the move has finished.
     pub fn is_done(&self) -> bool {
-        self.done.as_ref().is_none_or(PooledEvent::is_done)
+        self.done.as_ref().is_none_or(Fence::is_done)
+    }
+
+    /// Waits for the work ahead (no deadline of ours), then for the move's
+    /// own end (its deadline); a hang retires the move's streams.
+    fn wait_inner(&self) -> Result<()> {
+        let mut first_error = None;
+        for fence in &self.ahead {
+            if let Err(err) = fence.wait(Duration::MAX) {
+                first_error.get_or_insert(Error::from(err));
+            }
+        }
+        if let Some(done) = &self.done {
+            if let Err(err) = done.wait(self.deadline) {
+                if matches!(err, p2p_core::Error::Timeout { .. }) {
+                    self.shared
+                        .report_hang(&self.streams, &self.pairs, self.deadline);
+                }
+                first_error.get_or_insert(Error::from(err));
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn verify(&self) -> Result<()> {
+        for request in &self.verify {
+            verify_bytes(&self.shared.driver, request.src, request.dst, request.len)?;
+        }
+        Ok(())
     }
 
     /// Waits like [`Completion::wait`], but never returns while the device
     /// may still touch the move's memory: for the safe APIs, whose borrows
-    /// end when they return. A copy past its deadline is reported and then
-    /// waited for without one (a hung copy hangs the caller rather than
-    /// writing into memory that has been freed; the unsafe raw API returns
-    /// the timeout instead, for callers that can leak their buffers).
-    pub(crate) fn wait_holding_borrows(self) -> Result<Plan> {
-        self.wait_for_callers_work()?;
-        if let Some(done) = &self.done {
-            hold_until_done(self.deadline, |deadline| done.wait(deadline))?;
+    /// end when they return. A copy past its deadline is reported (its
+    /// streams retired, so later moves do not queue behind it) and then
+    /// waited for without one.
+    pub(crate) fn wait_holding_borrows(self) -> Result<Vec<Plan>> {
+        let waited = self.wait_inner();
+        if waited.is_err() {
+            if let Some(done) = &self.done {
+                hold(done);
+            }
         }
-        if let Some(request) = &self.verify {
-            verify_bytes(&request.driver, request.src, request.dst, request.len)?;
-        }
-        Ok(self.plan)
+        waited?;
+        self.verify()?;
+        Ok(self.plans)
     }
 
     /// Blocks until the move is done (a [`p2p_core::Error::Timeout`] if it
-    /// hangs), then verifies it when the mover was asked to.
+    /// hangs: the caller must then keep the memory alive, or leak it), then
+    /// verifies it when the mover was asked to.
     pub fn wait(self) -> Result<Plan> {
-        self.wait_for_callers_work()?;
-        if let Some(done) = &self.done {
-            done.wait(self.deadline)?;
-        }
-        if let Some(request) = &self.verify {
-            verify_bytes(&request.driver, request.src, request.dst, request.len)?;
-        }
-        Ok(self.plan)
+        self.wait_inner()?;
+        self.verify()?;
+        let mut plans = self.plans;
+        Ok(plans.swap_remove(0))
     }
 }
 
-/// The end of a queued batch: every copy's completion. Like [`Completion`],
+/// Waits for `fence` with no deadline, logging first: a safe move cannot
+/// return while the device may still use its borrowed memory.
+pub(crate) fn hold(fence: &Fence) {
+    if fence.is_done() {
+        return;
+    }
+    tracing::error!(
+        "a copy is still running past its deadline; a safe move cannot return while the \
+         device may still use its borrowed memory, so it keeps waiting (the unsafe raw API \
+         returns a timeout instead)"
+    );
+    if let Err(err) = fence.wait(Duration::MAX) {
+        tracing::error!("waiting for a late copy failed ({err}); polling its stream instead");
+        while !fence.is_done() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// The end of a queued batch: every part's completion. Like [`Completion`],
 /// owns no memory and does not wait when dropped.
 #[derive(Debug, Default)]
 #[must_use = "a completion says when the memory of a batch may be touched again"]
 pub struct BatchCompletion {
     pub(crate) plans: Vec<Plan>,
-    /// Moves queued one by one (routes other than peer).
     pub(crate) parts: Vec<Completion>,
-    /// Batched peer copies, one event per source device.
-    pub(crate) events: Vec<(PooledEvent, Duration)>,
-    pub(crate) verify: Vec<VerifyRequest>,
-    /// The caller's work the batched copies wait for (see [`Completion`]).
-    pub(crate) after: Vec<PooledEvent>,
 }
 
 impl BatchCompletion {
@@ -137,64 +142,33 @@ impl BatchCompletion {
         &self.plans
     }
 
+    /// Whether every copy has finished.
     pub fn is_done(&self) -> bool {
         self.parts.iter().all(Completion::is_done)
-            && self.events.iter().all(|(event, _)| event.is_done())
     }
 
-    /// Blocks until every copy is done; verifies in verify mode.
+    /// Blocks until every copy is done (each part is waited for, also after
+    /// another failed); verifies in verify mode. The first error is returned.
     pub fn wait(self) -> Result<Vec<Plan>> {
-        for event in &self.after {
-            event.wait(Duration::MAX)?;
-        }
         let mut first_error = None;
-        for (event, deadline) in &self.events {
-            if let Err(err) = event.wait(*deadline) {
-                first_error.get_or_insert(Error::from(err));
-            }
-        }
         for part in self.parts {
             if let Err(err) = part.wait() {
                 first_error.get_or_insert(err);
             }
         }
-        if let Some(err) = first_error {
-            return Err(err);
-        }
-        for request in &self.verify {
-            verify_bytes(&request.driver, request.src, request.dst, request.len)?;
-        }
-        Ok(self.plans)
+        first_error.map_or(Ok(self.plans), Err)
     }
 
-    /// Like [`BatchCompletion::wait`], for the safe API: never returns while
-    /// a copy may still touch borrowed memory.
+    /// Like [`BatchCompletion::wait`], for the safe API: never returns
+    /// while a copy may still touch borrowed memory.
     pub(crate) fn wait_holding_borrows(self) -> Result<Vec<Plan>> {
-        for event in &self.after {
-            event.wait(Duration::MAX)?;
-        }
-        for (event, deadline) in &self.events {
-            hold_until_done(*deadline, |d| event.wait(d))?;
-        }
+        let mut first_error = None;
         for part in self.parts {
-            part.wait_holding_borrows()?;
-        }
-        for request in &self.verify {
-            verify_bytes(&request.driver, request.src, request.dst, request.len)?;
-        }
-        Ok(self.plans)
-    }
-
-    /// Waits for everything queued, ignoring errors (the caller has one already).
-    pub(crate) fn wait_quietly(self) {
-        for (event, deadline) in &self.events {
-            let _ = event.wait(*deadline);
-        }
-        for part in self.parts {
-            if let Some(done) = &part.done {
-                let _ = done.wait(part.deadline);
+            if let Err(err) = part.wait_holding_borrows() {
+                first_error.get_or_insert(err);
             }
         }
+        first_error.map_or(Ok(self.plans), Err)
     }
 }
 
@@ -203,25 +177,30 @@ impl BatchCompletion {
 #[derive(Debug)]
 #[must_use = "dropping a transfer waits for it; call wait() to see its errors"]
 pub struct Transfer<'a> {
+    plan: Plan,
     completion: Option<Completion>,
+    ranges: Vec<MemRange>,
+    driver: Arc<dyn Driver>,
     _borrows: PhantomData<&'a mut ()>,
 }
 
 impl<'a> Transfer<'a> {
-    pub(crate) fn new(_mover: &'a Mover, completion: Completion) -> Transfer<'a> {
+    pub(crate) fn new(mover: &'a Mover, completion: Completion, ranges: Vec<MemRange>) -> Self {
         Transfer {
+            plan: completion.plan().clone(),
             completion: Some(completion),
+            ranges,
+            driver: mover.driver().clone(),
             _borrows: PhantomData,
         }
     }
 
+    /// The plan the move follows.
     pub fn plan(&self) -> &Plan {
-        match &self.completion {
-            Some(completion) => completion.plan(),
-            None => unreachable!("a transfer holds its completion until consumed"),
-        }
+        &self.plan
     }
 
+    /// Whether the move has finished.
     pub fn is_done(&self) -> bool {
         self.completion.as_ref().is_none_or(Completion::is_done)
     }
@@ -229,10 +208,16 @@ impl<'a> Transfer<'a> {
     /// Blocks until the bytes are there. Never returns while the device may
     /// still touch the borrowed memory (see [`Mover::copy`]).
     pub fn wait(mut self) -> Result<Plan> {
-        match self.completion.take() {
-            Some(completion) => completion.wait_holding_borrows(),
-            None => unreachable!("a transfer holds its completion until consumed"),
-        }
+        let result = match self.completion.take() {
+            Some(completion) => completion
+                .wait_holding_borrows()
+                .map(|mut plans| plans.swap_remove(0)),
+            None => Err(Error::Core(p2p_core::Error::Unsupported(
+                "a transfer waited for twice".into(),
+            ))),
+        };
+        self.driver.borrows_released(&self.ranges);
+        result
     }
 }
 
@@ -242,28 +227,57 @@ impl Drop for Transfer<'_> {
             if let Err(err) = completion.wait_holding_borrows() {
                 tracing::error!("a dropped transfer failed: {err}");
             }
+            self.driver.borrows_released(&self.ranges);
         }
     }
 }
 
-/// Runs `wait` with `deadline`; past it, logs and waits with no deadline, so
-/// that memory borrowed by a safe API is never released under a running copy.
-pub(crate) fn hold_until_done(
-    deadline: Duration,
-    wait: impl Fn(Duration) -> p2p_core::Result<()>,
-) -> p2p_core::Result<()> {
-    match wait(deadline) {
-        Err(p2p_core::Error::Timeout { what, after_ms }) => {
-            tracing::error!(
-                "{what} is still running after {after_ms} ms; a safe move cannot return while the \
-                 device may still use its borrowed memory, so it keeps waiting \
-                 (the unsafe raw API returns a timeout instead)"
-            );
-            wait(Duration::MAX)?;
-            tracing::warn!("the late copy finished");
-            Ok(())
+/// A queued batch that borrows every source and target until it is waited
+/// for or dropped (dropping waits).
+#[derive(Debug)]
+#[must_use = "dropping a batch transfer waits for it; call wait() to see its errors"]
+pub struct BatchTransfer<'a> {
+    batch: Option<BatchCompletion>,
+    ranges: Vec<MemRange>,
+    driver: Arc<dyn Driver>,
+    _borrows: PhantomData<&'a mut ()>,
+}
+
+impl<'a> BatchTransfer<'a> {
+    pub(crate) fn new(mover: &'a Mover, batch: BatchCompletion, ranges: Vec<MemRange>) -> Self {
+        BatchTransfer {
+            batch: Some(batch),
+            ranges,
+            driver: mover.driver().clone(),
+            _borrows: PhantomData,
         }
-        other => other,
+    }
+
+    /// Whether every copy has finished.
+    pub fn is_done(&self) -> bool {
+        self.batch.as_ref().is_none_or(BatchCompletion::is_done)
+    }
+
+    /// Blocks until every copy is done; never returns while the device may
+    /// still touch the borrowed memory.
+    pub fn wait(mut self) -> Result<Vec<Plan>> {
+        let result = match self.batch.take() {
+            Some(batch) => batch.wait_holding_borrows(),
+            None => Ok(Vec::new()),
+        };
+        self.driver.borrows_released(&self.ranges);
+        result
+    }
+}
+
+impl Drop for BatchTransfer<'_> {
+    fn drop(&mut self) {
+        if let Some(batch) = self.batch.take() {
+            if let Err(err) = batch.wait_holding_borrows() {
+                tracing::error!("a dropped batch transfer failed: {err}");
+            }
+            self.driver.borrows_released(&self.ranges);
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use p2p_core::memory::{DeviceBuffer, Stream};
+use p2p_core::sim::{seeds, SimOptions, Topology};
 use p2p_core::{AllocKind, Config, Driver, ProbeOptions, SimDriver};
 
 /// Four simulated GPUs, all pairs fine: the executor tests force routes by policy.
@@ -48,8 +49,49 @@ to = 3
 both = true
 "#;
 
+/// The healthy machine, deferred, under schedule seed `seed`.
+pub(crate) fn sim_seeded(seed: u64) -> Arc<SimDriver> {
+    let topology = Topology::parse(HEALTHY, Path::new("healthy.toml")).unwrap();
+    Arc::new(SimDriver::with_options(
+        topology,
+        SimOptions::default().seed(seed),
+    ))
+}
+
+/// The healthy machine under the default seed (for tests that run once).
 pub(crate) fn sim_machine() -> Arc<dyn Driver> {
-    Arc::new(SimDriver::from_toml_str(HEALTHY, Path::new("healthy.toml")).unwrap())
+    sim_seeded(p2p_core::sim::DEFAULT_SEED)
+}
+
+/// Fails with every report (and the seed that replays it) if `sim` saw a
+/// race, a use of freed memory, or a borrow released under a queued op.
+pub(crate) fn assert_clean(sim: &SimDriver) {
+    if let Err(problems) = sim.check_clean() {
+        panic!("{problems}");
+    }
+}
+
+/// Runs `body` on a fresh deferred machine per schedule seed of
+/// [`seeds`], checking each clean; a failure names its seed.
+pub(crate) fn for_each_seed(body: impl Fn(Arc<SimDriver>)) {
+    for seed in seeds() {
+        struct SeedOnPanic(u64);
+        impl Drop for SeedOnPanic {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    eprintln!(
+                        "(failed under schedule seed {0}: replay with P2P_SIM_SEED={0})",
+                        self.0
+                    );
+                }
+            }
+        }
+        let guard = SeedOnPanic(seed);
+        let sim = sim_seeded(seed);
+        body(sim.clone());
+        assert_clean(&sim);
+        drop(guard);
+    }
 }
 
 #[cfg(feature = "cuda-tests")]
@@ -91,7 +133,7 @@ pub(crate) fn device_with(
     data: &[u8],
     kind: AllocKind,
 ) -> DeviceBuffer {
-    let buffer = DeviceBuffer::new(driver, device, data.len(), kind).unwrap();
+    let mut buffer = DeviceBuffer::new(driver, device, data.len(), kind).unwrap();
     buffer
         .write_from_slice(data, &Stream::new(driver, device).unwrap())
         .unwrap();
@@ -117,7 +159,8 @@ pub(crate) fn assert_bytes(found: &[u8], expected: &[u8], what: &str) {
     }
 }
 
-/// One `#[test]` per body on the simulated machine, and one on CUDA when
+/// One `#[test]` per body on the simulated machine (deferred, over every
+/// schedule seed, checked clean), and one on CUDA when
 /// the `cuda-tests` feature is on (candle's `test_device!` in spirit).
 /// `ignore = "why"` ignores the CUDA variants (needs hardware the usual GPU
 /// machine lacks); the simulated ones always run.
@@ -135,7 +178,7 @@ macro_rules! backend_tests {
                 $(
                     #[test]
                     fn $body() {
-                        super::super::$body($crate::common::sim_machine());
+                        $crate::common::for_each_seed(|sim| super::super::$body(sim));
                     }
                 )+
             }
@@ -152,3 +195,5 @@ macro_rules! backend_tests {
         }
     };
 }
+
+pub(crate) mod watched;

@@ -135,12 +135,14 @@ fn run() -> Result<Report, Box<dyn std::error::Error>> {
     writeln!(
         out,
         "- safe_move, peer working: {} ({})",
-        peer_plan.route, peer_plan.reason
+        peer_plan.route,
+        peer_plan.reason()
     )?;
     writeln!(
         out,
         "- safe_move, peer broken: {} ({})",
-        broken_plan.route, broken_plan.reason
+        broken_plan.route,
+        broken_plan.reason()
     )?;
     let peer_works = peer_plan.route == Route::Peer;
     if !peer_works {

@@ -6,6 +6,12 @@ use std::fmt;
 use p2p_core::Location;
 use serde::{Deserialize, Serialize};
 
+mod layout;
+mod why;
+
+pub use layout::{Chunk, Chunks, Layout};
+pub use why::Why;
+
 use crate::error::PlanError;
 use crate::policy::Policy;
 use crate::size::format_size;
@@ -13,6 +19,8 @@ use crate::verdicts::PeerVerdicts;
 
 /// The most chunks one plan may hold: 2^20 chunks of the default 8 MiB is
 /// 8 TiB, beyond any GPU; more means a `chunk_bytes` that is far too small.
+/// Plans store no chunk list, but the executor's schedule holds a few
+/// operations per chunk, and this bound keeps that value finite.
 pub const MAX_CHUNKS: usize = 1 << 20;
 
 /// How the bytes travel.
@@ -76,27 +84,11 @@ impl fmt::Display for Route {
     }
 }
 
-/// One piece of the copy: bytes `offset..offset + len` of source and
-/// destination alike.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Chunk {
-    /// Offset of the first byte.
-    pub offset: usize,
-    /// Number of bytes; never 0.
-    pub len: usize,
-}
-
-impl Chunk {
-    /// One past the last byte.
-    pub fn end(&self) -> usize {
-        self.offset + self.len
-    }
-}
-
 /// How to carry out one move: a value, made by [`plan`] and carried out by
-/// the executor.
+/// the executor, which never re-derives a decision made here.
 ///
-/// Serialised with the route's fields flattened in: `"route": "via", "gpu": 0`.
+/// Serialised with the route's, the layout's and the reason's fields
+/// flattened in: `"route": "via", "gpu": 0, "layout": "pipelined", ...`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Plan {
     /// Where the bytes are.
@@ -108,20 +100,78 @@ pub struct Plan {
     /// How they travel.
     #[serde(flatten)]
     pub route: Route,
-    /// The pieces, in order, covering `0..bytes` once each. A peer copy is
-    /// one chunk of all the bytes (the copy engine needs no pipeline);
-    /// chunked routes use chunks of `chunk_bytes`, the last one shorter.
-    /// Empty for a no-op and for zero bytes.
-    pub chunks: Vec<Chunk>,
-    /// The chunk size, for chunked routes with bytes to copy; `None` otherwise.
-    pub chunk_bytes: Option<usize>,
-    /// How many chunks may be in flight, for chunked routes with bytes to
-    /// copy; `None` otherwise. 1 means no pipeline (a small copy, see
-    /// [`Policy::small_copy_bytes`]); an executor needs no more buffers than
-    /// `min(pipeline_depth, chunks.len())`.
-    pub pipeline_depth: Option<usize>,
-    /// Why this route, in words, for logs and `p2p plan`.
-    pub reason: String,
+    /// How they are cut: [`Layout::Empty`] for a no-op and for zero bytes,
+    /// [`Layout::Whole`] for a peer copy (the copy engine needs no pipeline)
+    /// and for a small copy that fits one chunk, else pipelined chunks.
+    #[serde(flatten)]
+    pub layout: Layout,
+    /// Why this route.
+    pub why: Why,
+}
+
+impl Plan {
+    /// The pieces, in order, covering `0..bytes` once each.
+    pub fn chunks(&self) -> Chunks {
+        self.layout.chunks(self.bytes)
+    }
+
+    /// How many pieces there are.
+    pub fn chunk_count(&self) -> usize {
+        self.layout.chunk_count(self.bytes)
+    }
+
+    /// The longest piece (0 for none): the size of each buffer a route
+    /// through buffers needs.
+    pub fn max_chunk_len(&self) -> usize {
+        match self.layout {
+            Layout::Empty => 0,
+            Layout::Whole => self.bytes,
+            Layout::Pipelined { chunk_bytes, .. } => chunk_bytes.min(self.bytes),
+        }
+    }
+
+    /// How many buffers a route through buffers needs: the depth, or fewer
+    /// when there are fewer pieces.
+    pub fn buffers(&self) -> usize {
+        self.layout.depth().min(self.chunk_count())
+    }
+
+    /// Why this route and this layout, in words, for logs and `p2p plan`.
+    pub fn reason(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// The reason and the layout, as one sentence.
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.why)?;
+        if self.route == Route::NoOp {
+            return Ok(());
+        }
+        match self.layout {
+            Layout::Empty => f.write_str("; 0 bytes: nothing to copy"),
+            Layout::Whole if self.route.is_chunked() => write!(
+                f,
+                " in one {} chunk (small copy: no pipeline)",
+                format_size(self.bytes)
+            ),
+            Layout::Whole => Ok(()),
+            Layout::Pipelined { chunk_bytes, depth } => {
+                if self.chunk_count() == 1 {
+                    write!(f, " in one {} chunk", format_size(self.bytes))
+                } else if depth == 1 {
+                    write!(f, " in {} chunks, one at a time", format_size(chunk_bytes))
+                } else {
+                    write!(
+                        f,
+                        " in {} chunks, {depth} in flight",
+                        format_size(chunk_bytes)
+                    )
+                }
+            }
+        }
+    }
 }
 
 /// Plans a move of `bytes` bytes from `src` to `dst`.
@@ -167,113 +217,74 @@ pub fn plan(
     }
 
     let (route, why) = choose_route(src, dst, verdicts, policy);
-    let (chunks, chunk_bytes, pipeline_depth, reason) = if route == Route::NoOp {
-        (Vec::new(), None, None, why)
-    } else if bytes == 0 {
-        let reason = format!("{why}; 0 bytes: nothing to copy");
-        (Vec::new(), None, None, reason)
+    let layout = if route == Route::NoOp || bytes == 0 {
+        Layout::Empty
     } else if !route.is_chunked() {
-        let whole = Chunk {
-            offset: 0,
-            len: bytes,
-        };
-        (vec![whole], None, None, why)
+        Layout::Whole
     } else {
         let chunk_bytes = match route {
             Route::HostToDevice | Route::DeviceToHost => policy.host_chunk_bytes_for(bytes),
             _ => policy.chunk_bytes_for(bytes),
         };
-        let chunks = split(bytes, chunk_bytes)?;
+        let chunks = bytes.div_ceil(chunk_bytes);
+        if chunks > MAX_CHUNKS {
+            return Err(PlanError::TooManyChunks {
+                bytes,
+                chunk_bytes,
+                chunks,
+                limit: MAX_CHUNKS,
+            });
+        }
         let small = bytes < policy.small_copy_bytes;
-        let depth = if small { 1 } else { policy.pipeline_depth };
-        let layout = match (chunks.len(), small) {
-            (1, true) => format!(
-                " in one {} chunk (small copy: no pipeline)",
-                format_size(bytes)
-            ),
-            (1, false) => format!(" in one {} chunk", format_size(bytes)),
-            (_, true) => format!(
-                " in {} chunks, one at a time (small copy: no pipeline)",
-                format_size(chunk_bytes)
-            ),
-            (_, false) => format!(" in {} chunks, {depth} in flight", format_size(chunk_bytes)),
-        };
-        (
-            chunks,
-            Some(chunk_bytes),
-            Some(depth),
-            format!("{why}{layout}"),
-        )
+        match (small, chunks) {
+            (true, 1) => Layout::Whole,
+            (true, _) => Layout::Pipelined {
+                chunk_bytes,
+                depth: 1,
+            },
+            (false, _) => Layout::Pipelined {
+                chunk_bytes,
+                depth: policy.pipeline_depth,
+            },
+        }
     };
     Ok(Plan {
         src,
         dst,
         bytes,
         route,
-        chunks,
-        chunk_bytes,
-        pipeline_depth,
-        reason,
+        layout,
+        why,
     })
 }
 
-/// The route and the first part of the reason (the layout is added after).
+/// The route and why.
 fn choose_route(
     src: Location,
     dst: Location,
     verdicts: &dyn PeerVerdicts,
     policy: &Policy,
-) -> (Route, String) {
+) -> (Route, Why) {
     let (a, b) = match (src, dst) {
-        _ if src == dst => {
-            return (
-                Route::NoOp,
-                format!("source and destination are both {src}: nothing to move"),
-            )
-        }
-        (Location::Host, _) => {
-            return (
-                Route::HostToDevice,
-                format!("{src} -> {dst}: host-to-device copy"),
-            )
-        }
-        (_, Location::Host) => {
-            return (
-                Route::DeviceToHost,
-                format!("{src} -> {dst}: device-to-host copy"),
-            )
-        }
+        _ if src == dst => return (Route::NoOp, Why::SamePlace { at: src }),
+        (Location::Host, _) => return (Route::HostToDevice, Why::HostToDevice { src, dst }),
+        (_, Location::Host) => return (Route::DeviceToHost, Why::DeviceToHost { src, dst }),
         (Location::Cuda(a), Location::Cuda(b)) => (a, b),
     };
-    const STAGED: &str = "staged through pinned host memory";
-
     // Ask about a -> b only when peer copy is allowed: with a lazily probing
     // table, asking means probing.
     if !policy.allow_peer {
-        return (
-            Route::Staged,
-            format!("peer copy {src} -> {dst} disabled by policy: {STAGED}"),
-        );
+        return (Route::Staged, Why::PeerDisabledByPolicy { src, dst });
     }
     if verdicts.is_verified(a, b) {
-        return (
-            Route::Peer,
-            format!("{src} -> {dst} verified by probe: direct peer copy"),
-        );
+        return (Route::Peer, Why::PeerVerified { src, dst });
     }
-    let not_verified = format!("peer copy {src} -> {dst} not verified");
     if !policy.allow_via {
-        return (
-            Route::Staged,
-            format!("{not_verified} and hops through a third GPU disabled by policy: {STAGED}"),
-        );
+        return (Route::Staged, Why::NotVerifiedViaDisabled { src, dst });
     }
     let device_count = verdicts.device_count();
     if device_count < 3 {
-        return (
-            Route::Staged,
-            format!("{not_verified} and no third GPU to go through: {STAGED}"),
-        );
+        return (Route::Staged, Why::NotVerifiedNoThirdGpu { src, dst });
     }
     // Lowest ordinal first, and `&&` short-circuits: the second leg is asked
     // about only where the first one works.
@@ -281,35 +292,7 @@ fn choose_route(
         .filter(|&k| k != a && k != b)
         .find(|&k| verdicts.is_verified(a, k) && verdicts.is_verified(k, b));
     match middle {
-        Some(gpu) => (
-            Route::Via { gpu },
-            format!("{not_verified}; {src} -> cuda:{gpu} -> {dst} both verified: via cuda:{gpu}"),
-        ),
-        None => (
-            Route::Staged,
-            format!("{not_verified} and no verified third GPU: {STAGED}"),
-        ),
+        Some(gpu) => (Route::Via { gpu }, Why::ViaVerifiedMiddle { src, dst, gpu }),
+        None => (Route::Staged, Why::NotVerifiedNoVerifiedMiddle { src, dst }),
     }
-}
-
-/// `0..bytes` in pieces of `chunk_bytes`, the last one shorter.
-fn split(bytes: usize, chunk_bytes: usize) -> Result<Vec<Chunk>, PlanError> {
-    let count = bytes.div_ceil(chunk_bytes);
-    if count > MAX_CHUNKS {
-        return Err(PlanError::TooManyChunks {
-            bytes,
-            chunk_bytes,
-            chunks: count,
-            limit: MAX_CHUNKS,
-        });
-    }
-    Ok((0..count)
-        .map(|index| {
-            let offset = index * chunk_bytes;
-            Chunk {
-                offset,
-                len: chunk_bytes.min(bytes - offset),
-            }
-        })
-        .collect())
 }

@@ -1,0 +1,46 @@
+//! Direct copies between devices (and within one): one copy on the source's
+//! outbound lane, or a batch of them per source device.
+
+use super::super::order::{finish, Sides, Start};
+use super::super::schedule::{Buf, Builder, LaneKind, Region, Schedule};
+
+/// One copy of `len` bytes from the source's device.
+pub(crate) fn single(src_device: usize, len: usize, sides: Sides) -> Schedule {
+    let mut b = Builder::new();
+    let lane = b.lane(LaneKind::Outbound(src_device));
+    Start::begin(&mut b, sides, &[lane]);
+    b.copy(
+        lane,
+        Region::new(Buf::Dst(0), 0, len),
+        Region::new(Buf::Src(0), 0, len),
+    );
+    let done = finish(&mut b, sides, &[lane]);
+    b.finish(done, (0, 0), None)
+}
+
+/// Device-to-device copies `(source device, item, len)`, one batch per
+/// source device, all joined into one `done` fence.
+pub(crate) fn batch(items: &[(usize, usize, usize)], sides: Sides) -> Schedule {
+    let mut b = Builder::new();
+    let mut groups: Vec<(usize, Vec<(Region, Region)>)> = Vec::new();
+    for &(device, item, len) in items {
+        let copy = (
+            Region::new(Buf::Dst(item), 0, len),
+            Region::new(Buf::Src(item), 0, len),
+        );
+        match groups.iter_mut().find(|(d, _)| *d == device) {
+            Some((_, copies)) => copies.push(copy),
+            None => groups.push((device, vec![copy])),
+        }
+    }
+    let lanes: Vec<_> = groups
+        .iter()
+        .map(|(device, _)| b.lane(LaneKind::Outbound(*device)))
+        .collect();
+    Start::begin(&mut b, sides, &lanes);
+    for (&lane, (_, copies)) in lanes.iter().zip(groups) {
+        b.copy_batch(lane, copies);
+    }
+    let done = finish(&mut b, sides, &lanes);
+    b.finish(done, (0, 0), None)
+}
