@@ -200,8 +200,28 @@ impl Config {
     /// `1`/`0`, a timeout that is not a positive number of milliseconds).
     /// A disabled pair naming a GPU the machine lacks is not caught here
     /// (the machine is not known yet): see [`DisabledPairs::check_devices`].
+    ///
+    /// A variable of ours whose value is not UTF-8 text is an error naming
+    /// it (read as unset, a `P2P_DISABLE` the operator set would silently
+    /// turn nothing off), except `P2P_CACHE_DIR`, which is any path.
     pub fn from_env() -> Result<Config> {
-        Config::from_vars(|name| std::env::var(name).ok())
+        for name in [ENV_DISABLE, ENV_REPROBE, ENV_NO_CACHE, ENV_PROBE_TIMEOUT_MS] {
+            if let Err(std::env::VarError::NotUnicode(raw)) = std::env::var(name) {
+                return Err(Error::InvalidEnv {
+                    name,
+                    value: raw.to_string_lossy().into_owned(),
+                    message: "not UTF-8 text".into(),
+                });
+            }
+        }
+        let mut config = Config::from_vars(|name| std::env::var(name).ok())?;
+        let raw_dir = std::env::var_os(ENV_CACHE_DIR).filter(|dir| !dir.is_empty());
+        if let (Some(dir), true) = (raw_dir, config.cache != CacheSetting::Off) {
+            if dir.to_str().is_none() {
+                config.cache = CacheSetting::Dir(PathBuf::from(dir));
+            }
+        }
+        Ok(config)
     }
 
     /// Settings from any variable lookup (testable without touching the process environment).

@@ -117,7 +117,11 @@ impl DeviceBuffer {
                 self.driver
                     .copy_dtoh_async(out.as_mut_ptr(), self.ptr, self.len, stream.id())?
             };
-            stream.synchronize()?;
+            if let Err(err) = stream.synchronize_after_copy() {
+                // The copy may still write into `out` some day.
+                std::mem::forget(out);
+                return Err(err);
+            }
         }
         Ok(out)
     }
@@ -138,7 +142,7 @@ impl DeviceBuffer {
                 self.driver
                     .copy_htod_async(self.ptr, data.as_ptr(), data.len(), stream.id())?
             };
-            stream.synchronize()?;
+            stream.synchronize_after_copy()?;
         }
         Ok(())
     }
@@ -288,6 +292,19 @@ impl Stream {
     /// no deadline; for one, use [`Driver::wait_stream`].
     pub fn synchronize(&self) -> Result<()> {
         self.driver.synchronize_stream(self.id)
+    }
+
+    /// [`Stream::synchronize`], tried once more if it fails: the blocking
+    /// helpers must not return (and let their host memory go) while their
+    /// copy may still be queued.
+    fn synchronize_after_copy(&self) -> Result<()> {
+        self.synchronize().or_else(|err| {
+            tracing::debug!(
+                "synchronizing a stream of cuda:{} failed ({err}); trying once more",
+                self.id.device
+            );
+            self.synchronize()
+        })
     }
 
     /// Gives up ownership without destroying: for a stream with hung work on it.
