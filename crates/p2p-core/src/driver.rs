@@ -122,7 +122,12 @@ pub trait Driver: Send + Sync + fmt::Debug {
         if ordinal < count {
             Ok(())
         } else {
-            Err(Error::InvalidDevice { ordinal, count })
+            Err(crate::InvalidDevice {
+                side: None,
+                ordinal,
+                count,
+            }
+            .into())
         }
     }
 
