@@ -257,7 +257,9 @@ fn invalid_devices_are_errors() {
             table.verdict(0, 9),
             Err(Error::InvalidDevice(p2p_core::InvalidDevice {
                 ordinal: 9,
-                count: 6, .. }))
+                count: 6,
+                ..
+            }))
         ));
         assert!(!table.is_verified(7, 0));
     });

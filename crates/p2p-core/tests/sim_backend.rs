@@ -62,7 +62,9 @@ fn claims_follow_the_topology() {
             driver.claim(0, 3),
             Err(Error::InvalidDevice(p2p_core::InvalidDevice {
                 ordinal: 3,
-                count: 3, .. }))
+                count: 3,
+                ..
+            }))
         ));
 
         let explicit = s.sim_of("[[gpu]]\n[[gpu]]\n[[peer]]\nfrom = 0\nto = 1\nclaimed = false\n");
@@ -238,7 +240,9 @@ fn invalid_devices_are_rejected_everywhere() {
                 result,
                 Err(Error::InvalidDevice(p2p_core::InvalidDevice {
                     ordinal: 5,
-                    count: 3, .. }))
+                    count: 3,
+                    ..
+                }))
             )
         };
         let ok = driver.alloc_device(0, 16, AllocKind::Plain).unwrap();

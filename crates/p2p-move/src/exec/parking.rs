@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use p2p_core::{Driver, Error, InvalidDevice, EventId, Result, StreamId};
+use p2p_core::{Driver, Error, EventId, InvalidDevice, Result, StreamId};
 
 /// Timing-free events of every device, reused across moves.
 #[derive(Debug)]
