@@ -30,10 +30,10 @@ use crate::{Driver, Error, PeerVerdict, Reason, Result};
 /// Bumped whenever the file layout or the meaning of a verdict changes.
 /// 2: per-entry times and expiries, the machine state in the fingerprint,
 /// `slower-than-staging` no longer writes `peer_gbps` twice.
-pub(crate) const CACHE_FORMAT: u32 = 2;
+pub const CACHE_FORMAT: u32 = 2;
 
 /// Files larger than this are refused unread (10^6 pairs fit in about 250 MB).
-pub(crate) const MAX_CACHE_FILE_BYTES: u64 = 512 << 20;
+pub const MAX_CACHE_FILE_BYTES: u64 = 512 << 20;
 
 /// How long a transient verdict (timeout, enable failure) stays in the file.
 pub const TRANSIENT_TTL: Duration = Duration::from_secs(3600);
