@@ -93,7 +93,7 @@ impl Fingerprint {
 /// state (the IOMMU units present and how many isolation groups there are:
 /// ACS and IOMMU settings are what break peer copy on many hosts). Empty on
 /// other systems and where the files are missing.
-pub fn host_state() -> Vec<(String, String)> {
+pub(crate) fn host_state() -> Vec<(String, String)> {
     let mut state = Vec::new();
     if !cfg!(target_os = "linux") {
         return state;

@@ -146,7 +146,7 @@ pub trait Driver: Send + Sync + fmt::Debug {
     /// What of the machine beyond its devices decides whether peer copy
     /// works, as `(name, value)` pairs for the verdict cache's fingerprint:
     /// a change means cached verdicts no longer apply. The default is the
-    /// host's state ([`crate::cache::host_state`]: on Linux the boot id and
+    /// host's state (on Linux the boot id and
     /// the IOMMU state); the simulated backend gives its topology.
     fn machine_state(&self) -> Vec<(String, String)> {
         crate::cache::host_state()
@@ -163,7 +163,12 @@ pub trait Driver: Send + Sync + fmt::Debug {
         if ordinal < count {
             Ok(())
         } else {
-            Err(Error::InvalidDevice { ordinal, count })
+            Err(crate::InvalidDevice {
+                side: None,
+                ordinal,
+                count,
+            }
+            .into())
         }
     }
 

@@ -5,6 +5,68 @@ use std::path::PathBuf;
 /// Result with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Which end of a copy an error is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// Where the bytes come from.
+    Source,
+    /// Where the bytes go.
+    Destination,
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Side::Source => "source",
+            Side::Destination => "destination",
+        })
+    }
+}
+
+/// A GPU ordinal that does not exist: the one error for it in every layer
+/// (the driver, the planner, the mover, the tch adapter).
+///
+/// It is a plain value (`Clone`, `PartialEq`) so that the pure planner can
+/// return it and tests can compare it whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}cuda:{ordinal} does not exist: this machine has {count} GPU(s){}", side_prefix(*.side), valid_range(*.count))]
+pub struct InvalidDevice {
+    /// Which end of a copy named it; `None` for a call about one device
+    /// (an allocation, a stream, a probe of a pair).
+    pub side: Option<Side>,
+    /// The ordinal asked for.
+    pub ordinal: usize,
+    /// How many GPUs there are (valid ordinals are `0..count`).
+    pub count: usize,
+}
+
+impl InvalidDevice {
+    /// `Ok` when `ordinal < count`, else this error for it.
+    pub fn check(side: Option<Side>, ordinal: usize, count: usize) -> Result<(), InvalidDevice> {
+        if ordinal < count {
+            Ok(())
+        } else {
+            Err(InvalidDevice {
+                side,
+                ordinal,
+                count,
+            })
+        }
+    }
+}
+
+fn side_prefix(side: Option<Side>) -> String {
+    side.map(|side| format!("the {side} ")).unwrap_or_default()
+}
+
+fn valid_range(count: usize) -> String {
+    match count {
+        0 => String::new(),
+        1 => " (only cuda:0)".to_owned(),
+        n => format!(" (cuda:0 to cuda:{})", n - 1),
+    }
+}
+
 /// What can go wrong below the planner: the driver, the devices, the cache.
 ///
 /// `Display` gives a message for people that says what failed and, where
@@ -16,8 +78,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// let driver = SimDriver::builtin(); // four simulated GPUs
 /// let err = driver.check_device(7).unwrap_err();
 /// println!("{err}");
-/// assert_eq!(err.to_string(), "device 7 does not exist: this machine has 4 GPU(s)");
-/// assert!(matches!(err, Error::InvalidDevice { ordinal: 7, count: 4 }));
+/// assert_eq!(
+///     err.to_string(),
+///     "cuda:7 does not exist: this machine has 4 GPU(s) (cuda:0 to cuda:3)"
+/// );
+/// assert!(matches!(err, Error::InvalidDevice(p2p_core::InvalidDevice { ordinal: 7, count: 4, .. })));
 /// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -42,13 +107,8 @@ pub enum Error {
     },
 
     /// A device ordinal that does not exist on this machine.
-    #[error("device {ordinal} does not exist: this machine has {count} GPU(s)")]
-    InvalidDevice {
-        /// The ordinal asked for.
-        ordinal: usize,
-        /// How many devices the driver sees (valid ordinals are `0..count`).
-        count: usize,
-    },
+    #[error(transparent)]
+    InvalidDevice(#[from] InvalidDevice),
 
     /// An allocation on a device or in pinned host memory failed for lack of memory.
     #[error("out of memory allocating {bytes} bytes on {place}")]
@@ -118,8 +178,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// A copy between ranges of different sizes; nothing was copied.
-    #[error("size mismatch: {src_bytes} bytes do not fit a buffer of {dst_bytes}")]
+    /// A copy between ranges of different sizes; nothing was copied. The one
+    /// size-mismatch error of every layer (the driver's host copies, the
+    /// mover, the tch adapter).
+    #[error("size mismatch: the source has {src_bytes} bytes, the destination {dst_bytes}")]
     SizeMismatch {
         /// Bytes in the source.
         src_bytes: usize,

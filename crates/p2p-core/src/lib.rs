@@ -138,7 +138,7 @@ pub use driver::{
     poll_until, AllocKind, Backend, CopyDesc, DeviceAddr, Driver, EventId, MemRange, PoolId,
     StreamId,
 };
-pub use error::{Error, Result};
+pub use error::{Error, InvalidDevice, Result, Side};
 pub use location::{Location, ParseLocationError};
 pub use peer_access::PeerAccess;
 pub use probe::{probe_pair, probe_with, ProbeOptions};

@@ -153,7 +153,10 @@ fn peer_access_remembers_what_it_did() {
         assert!(access.is_granted(pool, 1) && !access.is_granted(pool, 0));
         assert!(matches!(
             access.enable(0, 7),
-            Err(Error::InvalidDevice { ordinal: 7, .. })
+            Err(Error::InvalidDevice(p2p_core::InvalidDevice {
+                ordinal: 7,
+                ..
+            }))
         ));
     });
 }
@@ -220,7 +223,10 @@ fn downgrade_refuses_what_is_not_a_downgrade() {
         ));
         assert!(matches!(
             table.downgrade(0, 5, Reason::Timeout { after_ms: 1 }),
-            Err(Error::InvalidDevice { ordinal: 5, .. })
+            Err(Error::InvalidDevice(p2p_core::InvalidDevice {
+                ordinal: 5,
+                ..
+            }))
         ));
         assert!(table.known(0, 1).is_none(), "nothing was probed or changed");
     });

@@ -255,10 +255,11 @@ fn invalid_devices_are_errors() {
         let table = PeerTable::new(s.sim_of(FAULTY), quick_config());
         assert!(matches!(
             table.verdict(0, 9),
-            Err(Error::InvalidDevice {
+            Err(Error::InvalidDevice(p2p_core::InvalidDevice {
                 ordinal: 9,
-                count: 6
-            })
+                count: 6,
+                ..
+            }))
         ));
         assert!(!table.is_verified(7, 0));
     });

@@ -60,10 +60,11 @@ fn claims_follow_the_topology() {
         assert!(own.can_access_peer && own.access_supported && own.native_atomics);
         assert!(matches!(
             driver.claim(0, 3),
-            Err(Error::InvalidDevice {
+            Err(Error::InvalidDevice(p2p_core::InvalidDevice {
                 ordinal: 3,
-                count: 3
-            })
+                count: 3,
+                ..
+            }))
         ));
 
         let explicit = s.sim_of("[[gpu]]\n[[gpu]]\n[[peer]]\nfrom = 0\nto = 1\nclaimed = false\n");
@@ -237,10 +238,11 @@ fn invalid_devices_are_rejected_everywhere() {
         let invalid = |result: p2p_core::Result<()>| {
             matches!(
                 result,
-                Err(Error::InvalidDevice {
+                Err(Error::InvalidDevice(p2p_core::InvalidDevice {
                     ordinal: 5,
-                    count: 3
-                })
+                    count: 3,
+                    ..
+                }))
             )
         };
         let ok = driver.alloc_device(0, 16, AllocKind::Plain).unwrap();

@@ -37,7 +37,7 @@ impl Mover {
     /// mover's verify mode does not apply: nothing here waits for the copy.
     ///
     /// # Errors
-    /// [`Error::SizeMismatch`] when `dst` is shorter than `src`;
+    /// [`p2p_core::Error::SizeMismatch`] when `dst` is shorter than `src`;
     /// [`p2p_core::Error::Unsupported`] for a mover on another backend or a
     /// slice in a non-primary context; [`p2p_core::Error::InvalidDevice`]
     /// for a slice on a GPU the mover does not see; and whatever planning and
@@ -49,10 +49,11 @@ impl Mover {
         Dst: DevicePtrMut<T> + ?Sized,
     {
         if src.len() > dst.len() {
-            return Err(Error::SizeMismatch {
+            return Err(p2p_core::Error::SizeMismatch {
                 src_bytes: src.num_bytes(),
                 dst_bytes: dst.num_bytes(),
-            });
+            }
+            .into());
         }
         let bytes = src.num_bytes();
         // Own handles on the streams, so the slices' borrows below can outlive them.

@@ -1,6 +1,6 @@
 //! The crate's errors: what planning (and, later, executing) a move can fail with.
 
-use p2p_core::Location;
+use p2p_core::{InvalidDevice, Location};
 
 /// Result with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -13,14 +13,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PlanError {
-    /// The source or destination names a GPU that the verdicts do not know.
-    #[error("{location} does not exist: this machine has {device_count} GPU(s)")]
-    InvalidDevice {
-        /// The offending source or destination.
-        location: Location,
-        /// How many GPUs the verdicts cover (ordinals `0..device_count`).
-        device_count: usize,
-    },
+    /// The source or destination names a GPU that the verdicts do not know
+    /// (its `count` is how many they cover).
+    #[error(transparent)]
+    InvalidDevice(#[from] InvalidDevice),
 
     /// A [`Policy`](crate::Policy) field has a value the planner cannot use.
     #[error("invalid policy: {field} = {value}, but it must be {requirement}")]
@@ -66,15 +62,6 @@ pub enum Error {
     #[error(transparent)]
     Core(#[from] p2p_core::Error),
 
-    /// Source and destination differ in size; nothing was copied.
-    #[error("size mismatch: the source has {src_bytes} bytes, the destination {dst_bytes}")]
-    SizeMismatch {
-        /// Bytes in the source.
-        src_bytes: usize,
-        /// Bytes in the destination.
-        dst_bytes: usize,
-    },
-
     /// Verify mode read the destination back and it differs from the source.
     #[error(
         "verify failed for {src} -> {dst}: byte {offset} is {found:#04x}, expected {expected:#04x}"
@@ -108,4 +95,16 @@ pub enum Error {
     /// this crate).
     #[error("the move's schedule waits on a caller stream that was not given")]
     MissingStream,
+}
+
+impl Error {
+    /// The invalid device this error is about, from whichever layer found it
+    /// (the planner or the driver): one question instead of two matches.
+    pub fn invalid_device(&self) -> Option<&InvalidDevice> {
+        match self {
+            Error::Plan(PlanError::InvalidDevice(invalid))
+            | Error::Core(p2p_core::Error::InvalidDevice(invalid)) => Some(invalid),
+            _ => None,
+        }
+    }
 }

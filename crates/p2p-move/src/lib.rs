@@ -18,6 +18,45 @@
 //!
 //! [`parse_size`] and [`format_size`] read and write byte counts for people
 //! (`8 MiB`).
+//!
+//! What a move needs from `p2p-core` is re-exported here (the buffers,
+//! [`Stream`], [`StreamId`], [`DeviceAddr`], [`PeerTable`], [`Config`], the
+//! [`Driver`] trait and its backends [`CudaDriver`] and [`SimDriver`]), so a
+//! user of this crate needs no direct `p2p-core` import. Errors come in
+//! layers: [`Error::Core`] wraps `p2p-core`'s [`CoreError`], and the checks
+//! that every layer shares ([`InvalidDevice`], [`CoreError::SizeMismatch`])
+//! have one type each, naming the [`Side`] of the copy at fault.
+//!
+//! # Example
+//!
+//! A move between two GPUs of the built-in simulated machine:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use p2p_move::{AllocKind, Config, DeviceBuffer, Driver, Mover, PeerTable, Policy, SimDriver};
+//!
+//! fn main() -> Result<(), p2p_move::Error> {
+//!     let driver: Arc<dyn Driver> = Arc::new(SimDriver::builtin());
+//!     let table = Arc::new(PeerTable::new(driver.clone(), Config::default()));
+//!     let mover = Mover::new(table, Policy::default())?;
+//!
+//!     let src = DeviceBuffer::new(&driver, 0, 1 << 20, AllocKind::Plain)?;
+//!     let mut dst = DeviceBuffer::new(&driver, 1, 1 << 20, AllocKind::Plain)?;
+//!     match mover.copy(&src, &mut dst) {
+//!         Ok(plan) => println!("moved by {}", plan.route),
+//!         // The message, not the debug form: "the destination cuda:7 ...".
+//!         Err(err) => eprintln!("move failed: {err}"),
+//!     }
+//!
+//!     // A GPU that does not exist is a typed error, not a panic.
+//!     let err = mover.plan(p2p_move::Location::Host, p2p_move::Location::Cuda(7), 16).unwrap_err();
+//!     println!("{err}");
+//!     assert_eq!(err.invalid_device().map(|invalid| invalid.ordinal), Some(7));
+//!     Ok(())
+//! }
+//! ```
+
+#![deny(missing_docs)]
 
 mod cudarc_slices;
 mod error;
@@ -33,8 +72,12 @@ pub use exec::{
     Mover, Parked, RawBytes, RawRange, StreamOrder, Transfer,
 };
 pub use p2p_core::cudarc;
+pub use p2p_core::memory::{DeviceBuffer, Event, PinnedBuffer, Stream};
 pub use p2p_core::Error as CoreError;
-pub use p2p_core::Location;
+pub use p2p_core::{
+    AllocKind, CacheSetting, Config, CudaDriver, DeviceAddr, DisabledPairs, Driver, EventId,
+    InvalidDevice, Location, MemRange, PeerTable, Side, SimDriver, StreamId,
+};
 pub use plan::{plan, Chunk, Chunks, Layout, Plan, Route, Why, MAX_CHUNKS};
 pub use policy::Policy;
 pub use size::{format_size, parse_size, ParseSizeError};

@@ -1,6 +1,6 @@
 //! What the planner asks about peer pairs: [`PeerVerdicts`], and a plain matrix of answers.
 
-use p2p_core::Location;
+use p2p_core::InvalidDevice;
 
 use crate::error::PlanError;
 
@@ -66,12 +66,7 @@ impl VerdictMatrix {
     /// (it may come from a user's command line).
     pub fn set(&mut self, from: usize, to: usize, verified: bool) -> Result<(), PlanError> {
         for ordinal in [from, to] {
-            if ordinal >= self.device_count {
-                return Err(PlanError::InvalidDevice {
-                    location: Location::Cuda(ordinal),
-                    device_count: self.device_count,
-                });
-            }
+            InvalidDevice::check(None, ordinal, self.device_count)?;
         }
         self.verified[from * self.device_count + to] = verified;
         Ok(())

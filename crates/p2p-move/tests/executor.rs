@@ -258,10 +258,10 @@ fn size_mismatch_is_refused(driver: Arc<dyn Driver>) {
     let src = device_with(&driver, 0, &data, AllocKind::Plain);
     let mut dst = device_with(&driver, 1, &pattern(4000, 11), AllocKind::Plain);
     match mover.copy(&src, &mut dst) {
-        Err(Error::SizeMismatch {
+        Err(Error::Core(CoreError::SizeMismatch {
             src_bytes: 4096,
             dst_bytes: 4000,
-        }) => {}
+        })) => {}
         other => panic!("expected a size mismatch, got {other:?}"),
     }
     assert_bytes(&read(&driver, &src), &data, "source untouched");
@@ -277,7 +277,7 @@ fn invalid_devices_are_errors(driver: Arc<dyn Driver>) {
     let n = driver.device_count();
     assert!(matches!(
         DeviceBuffer::new(&driver, n + 3, 16, AllocKind::Plain),
-        Err(CoreError::InvalidDevice { .. })
+        Err(CoreError::InvalidDevice(_))
     ));
     let mover = mover(&driver, "none", Policy::default());
     assert!(mover

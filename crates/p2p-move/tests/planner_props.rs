@@ -1,6 +1,9 @@
 //! Properties of the planner over generated machines, verdict matrices, moves and policies.
 
-use p2p_move::{plan, Layout, Location, Plan, PlanError, Policy, Route, VerdictMatrix, MAX_CHUNKS};
+use p2p_move::{
+    plan, InvalidDevice, Layout, Location, Plan, PlanError, Policy, Route, Side, VerdictMatrix,
+    MAX_CHUNKS,
+};
 use proptest::prelude::*;
 
 /// One generated planning problem.
@@ -153,9 +156,9 @@ proptest! {
                 "{result:?}"
             );
         } else if !case.is_valid(case.src) {
-            prop_assert_eq!(result, Err(PlanError::InvalidDevice { location: case.src, device_count: n }));
+            prop_assert_eq!(result, Err(PlanError::InvalidDevice(InvalidDevice { side: Some(Side::Source), ordinal: case.src.device().unwrap_or(usize::MAX), count: n })));
         } else if !case.is_valid(case.dst) {
-            prop_assert_eq!(result, Err(PlanError::InvalidDevice { location: case.dst, device_count: n }));
+            prop_assert_eq!(result, Err(PlanError::InvalidDevice(InvalidDevice { side: Some(Side::Destination), ordinal: case.dst.device().unwrap_or(usize::MAX), count: n })));
         } else {
             match result {
                 Ok(_) => {}

@@ -3,7 +3,8 @@
 use std::cell::RefCell;
 
 use p2p_move::{
-    plan, Chunk, Layout, Location, PeerVerdicts, Plan, PlanError, Policy, Route, VerdictMatrix,
+    plan, Chunk, InvalidDevice, Layout, Location, PeerVerdicts, Plan, PlanError, Policy, Route,
+    Side, VerdictMatrix,
 };
 
 const MIB: usize = 1 << 20;
@@ -253,14 +254,15 @@ fn errors_say_what_and_with_what() {
     let error = plan(gpu(0), gpu(2), 1, &verdicts, &fixed_chunks()).unwrap_err();
     assert_eq!(
         error,
-        PlanError::InvalidDevice {
-            location: gpu(2),
-            device_count: 2
-        }
+        PlanError::InvalidDevice(InvalidDevice {
+            side: Some(Side::Destination),
+            ordinal: 2,
+            count: 2
+        })
     );
     assert_eq!(
         error.to_string(),
-        "cuda:2 does not exist: this machine has 2 GPU(s)"
+        "the destination cuda:2 does not exist: this machine has 2 GPU(s) (cuda:0 to cuda:1)"
     );
     // Even a move from a missing GPU to itself is refused, not a silent no-op.
     assert!(plan(gpu(5), gpu(5), 1, &verdicts, &fixed_chunks()).is_err());
@@ -291,10 +293,11 @@ fn errors_say_what_and_with_what() {
     assert!(matrix.is_verified(0, 1) && !matrix.is_verified(1, 0));
     assert_eq!(
         matrix.set(1, 7, true),
-        Err(PlanError::InvalidDevice {
-            location: gpu(7),
-            device_count: 2
-        })
+        Err(PlanError::InvalidDevice(InvalidDevice {
+            side: None,
+            ordinal: 7,
+            count: 2
+        }))
     );
     assert!(!matrix.is_verified(0, 7));
 }

@@ -22,14 +22,11 @@ pub enum Error {
         detail: String,
     },
 
-    /// A CUDA device ordinal that does not exist in this process.
-    #[error("{} does not exist: PyTorch sees {count} CUDA device(s){}", device_name(*.device), valid_range(*.count))]
-    InvalidDevice {
-        /// The device asked for.
-        device: Device,
-        /// How many CUDA devices there are (ordinals `0..count`).
-        count: usize,
-    },
+    /// A CUDA device ordinal that does not exist in this process (its
+    /// `count` is how many CUDA devices PyTorch sees); the same error as the
+    /// mover's and the driver's.
+    #[error(transparent)]
+    InvalidDevice(p2p_move::InvalidDevice),
 
     /// A device type this crate does not move to or from (MPS, Vulkan).
     #[error("{} is not supported: p2p-tch moves tensors between the CPU and CUDA devices", device_name(*.device))]
@@ -119,14 +116,6 @@ pub fn device_name(device: Device) -> String {
     }
 }
 
-fn valid_range(count: usize) -> String {
-    match count {
-        0 => String::new(),
-        1 => " (only cuda:0)".to_owned(),
-        n => format!(" (cuda:0 to cuda:{})", n - 1),
-    }
-}
-
 /// Whether a PyTorch error message reports an allocation failure.
 ///
 /// PyTorch has no error code for it through tch: the caching allocator
@@ -148,13 +137,14 @@ mod tests {
 
     #[test]
     fn messages_name_the_device_and_what_exists() {
-        let err = Error::InvalidDevice {
-            device: Device::Cuda(7),
+        let err = Error::InvalidDevice(p2p_move::InvalidDevice {
+            side: Some(p2p_move::Side::Destination),
+            ordinal: 7,
             count: 2,
-        };
+        });
         assert_eq!(
             err.to_string(),
-            "cuda:7 does not exist: PyTorch sees 2 CUDA device(s) (cuda:0 to cuda:1)"
+            "the destination cuda:7 does not exist: this machine has 2 GPU(s) (cuda:0 to cuda:1)"
         );
         let err = Error::UnsupportedDevice {
             device: Device::Mps,

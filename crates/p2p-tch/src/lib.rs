@@ -151,7 +151,7 @@ pub use error::{device_name, Error, Result};
 pub use movable::Movable;
 pub use mover::{Mode, TchMover};
 pub use p2p_core::{CacheSetting, Config, DisabledPairs};
-pub use p2p_move::{Error as MoveError, Plan, Policy, Route};
+pub use p2p_move::{Error as MoveError, InvalidDevice, Plan, Policy, Route, Side};
 pub use prepare::{PACK_ALIGN_BYTES, PACK_BYTES, PACK_MAX_TENSOR_BYTES};
 
 /// Loads `libtorch_cuda.so`, so that PyTorch sees the GPUs (see the crate
@@ -162,9 +162,9 @@ pub use prepare::{PACK_ALIGN_BYTES, PACK_BYTES, PACK_MAX_TENSOR_BYTES};
 /// [`Error::NoCuda`] when the library cannot be loaded (a CPU-only PyTorch,
 /// or its `torch/lib` not on `LD_LIBRARY_PATH`). CPU moves work regardless.
 pub fn init() -> Result<()> {
-    raw::torch_cuda()
-        .map(drop)
-        .map_err(|detail| Error::NoCuda { detail })
+    raw::torch_cuda().map(drop).map_err(|err| Error::NoCuda {
+        detail: err.to_string(),
+    })
 }
 
 /// Why the process-wide mover could not be made, kept to be reported again.

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use p2p_core::{Config, CudaDriver, Driver, Location, PeerTable, StreamId};
+use p2p_core::{Config, CudaDriver, Driver, InvalidDevice, Location, PeerTable, Side, StreamId};
 use p2p_move::{Mover, Plan, Policy, StreamOrder};
 use tch::{Device, Tensor};
 
@@ -65,7 +65,9 @@ impl TchMover {
     /// disagree on how many GPUs there are; [`Error::Move`] for a policy the
     /// planner cannot use.
     pub fn new(config: Config, policy: Policy) -> Result<TchMover> {
-        let torch = raw::torch_cuda().map_err(|detail| Error::NoCuda { detail })?;
+        let torch = raw::torch_cuda().map_err(|err| Error::NoCuda {
+            detail: err.to_string(),
+        })?;
         let torch_count = torch_device_count();
         if torch_count == 0 {
             return Err(Error::NoCuda {
@@ -156,8 +158,8 @@ impl TchMover {
     /// The plan a move of `bytes` from `from` to `to` follows (probing the
     /// pairs it depends on, if not known yet): its route says peer, staged or via.
     pub fn plan(&self, from: Device, to: Device, bytes: usize) -> Result<Plan> {
-        let from = self.location(from)?;
-        let to = self.location(to)?;
+        let from = self.location(from, Side::Source)?;
+        let to = self.location(to, Side::Destination)?;
         Ok(self.mover.plan(from, to, bytes)?)
     }
 
@@ -194,14 +196,17 @@ impl TchMover {
         self.in_flight.len()
     }
 
-    fn location(&self, device: Device) -> Result<Location> {
+    /// The ordinal check of the API boundary: once here, against PyTorch's
+    /// device count, before any layer below sees the device.
+    fn location(&self, device: Device, side: Side) -> Result<Location> {
         match device {
             Device::Cpu => Ok(Location::Host),
             Device::Cuda(ordinal) if ordinal < self.device_count() => Ok(Location::Cuda(ordinal)),
-            Device::Cuda(_) => Err(Error::InvalidDevice {
-                device,
+            Device::Cuda(ordinal) => Err(Error::InvalidDevice(InvalidDevice {
+                side: Some(side),
+                ordinal,
                 count: self.device_count(),
-            }),
+            })),
             other => Err(Error::UnsupportedDevice { device: other }),
         }
     }
@@ -210,7 +215,9 @@ impl TchMover {
     fn current_stream(&self, device: usize) -> Result<StreamId> {
         self.torch
             .current_stream(device)
-            .map_err(|detail| Error::NoCuda { detail })
+            .map_err(|err| Error::NoCuda {
+                detail: err.to_string(),
+            })
     }
 
     /// Moves each (already inspected) source to `to`; results in the same order.
@@ -220,9 +227,9 @@ impl TchMover {
         to: Device,
         mode: Mode,
     ) -> Result<Vec<Tensor>> {
-        self.location(to)?;
+        self.location(to, Side::Destination)?;
         for source in &sources {
-            self.location(source.device)?;
+            self.location(source.device, Side::Source)?;
         }
         self.in_flight.reclaim();
 

@@ -122,7 +122,7 @@ fn a_device_that_does_not_exist_is_a_clear_error() {
         );
     } else {
         assert!(
-            matches!(err, Error::InvalidDevice { count, .. } if count == n),
+            matches!(err, Error::InvalidDevice(p2p_tch::InvalidDevice { count, .. }) if count == n),
             "{err:?}"
         );
         assert!(message.contains("does not exist"), "{message}");

@@ -393,7 +393,7 @@ fn a_gpu_that_does_not_exist_is_an_error_and_the_source_is_kept() {
     let before = src.copy();
     let err = safe_move(&src, Device::Cuda(count)).unwrap_err();
     assert!(
-        matches!(err, Error::InvalidDevice { count: c, .. } if c == count),
+        matches!(err, Error::InvalidDevice(p2p_tch::InvalidDevice { count: c, .. }) if c == count),
         "{err:?}"
     );
     let err = safe_move_non_blocking(&(&src, &src), Device::Cuda(count + 5)).unwrap_err();

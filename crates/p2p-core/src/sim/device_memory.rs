@@ -14,11 +14,11 @@ use super::host_memory::HostBlock;
 use crate::{AllocKind, Error, Result};
 
 /// First address handed out on device 0.
-pub const FIRST_DEVICE_ADDRESS: u64 = 0x1000_0000;
+pub(crate) const FIRST_DEVICE_ADDRESS: u64 = 0x1000_0000;
 /// Distance between the address ranges of consecutive devices (1 TiB).
-pub const DEVICE_ADDRESS_STRIDE: u64 = 1 << 40;
+pub(crate) const DEVICE_ADDRESS_STRIDE: u64 = 1 << 40;
 /// Alignment of every allocation, like `cuMemAlloc`.
-pub const DEVICE_ALLOC_ALIGN: u64 = 256;
+pub(crate) const DEVICE_ALLOC_ALIGN: u64 = 256;
 /// What freed memory holds (repeating), and so what a reused address holds
 /// when it is handed out again.
 pub const POISON: [u8; 8] = [0xde, 0xad, 0xbe, 0xef, 0xf0, 0x0d, 0xfa, 0xce];

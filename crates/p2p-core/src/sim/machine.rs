@@ -127,7 +127,12 @@ impl Machine {
         if ordinal < count {
             Ok(())
         } else {
-            Err(Error::InvalidDevice { ordinal, count })
+            Err(crate::InvalidDevice {
+                side: None,
+                ordinal,
+                count,
+            }
+            .into())
         }
     }
 

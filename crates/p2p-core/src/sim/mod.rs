@@ -193,7 +193,7 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 pub use calls::{CallCounts, CallKind};
-pub use device_memory::{DEVICE_ADDRESS_STRIDE, DEVICE_ALLOC_ALIGN, FIRST_DEVICE_ADDRESS, POISON};
+pub use device_memory::POISON;
 pub use fault::{Fault, CORRUPT_FIRST_OFFSET, CORRUPT_STRIDE};
 pub use options::{
     env_seed, seeds, Execution, SimOptions, DEFAULT_SEED, DEFAULT_SEED_COUNT, SEEDS_ENV, SEED_ENV,

@@ -469,10 +469,11 @@ pub(crate) fn checked_len(src_bytes: usize, dst_bytes: usize) -> Result<usize> {
     if src_bytes == dst_bytes {
         Ok(src_bytes)
     } else {
-        Err(Error::SizeMismatch {
+        Err(p2p_core::Error::SizeMismatch {
             src_bytes,
             dst_bytes,
-        })
+        }
+        .into())
     }
 }
 

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use p2p_core::{Driver, Error, EventId, Result, StreamId};
+use p2p_core::{Driver, Error, EventId, InvalidDevice, Result, StreamId};
 
 /// Timing-free events of every device, reused across moves.
 #[derive(Debug)]
@@ -30,7 +30,8 @@ impl EventPool {
 
     /// A fence of `device`: a free event, or a new one.
     pub fn take(self: &Arc<Self>, device: usize) -> Result<Fence> {
-        let slot = self.free.get(device).ok_or(Error::InvalidDevice {
+        let slot = self.free.get(device).ok_or(InvalidDevice {
+            side: None,
             ordinal: device,
             count: self.free.len(),
         })?;

@@ -22,6 +22,7 @@ pub enum RawBytes {
 }
 
 impl RawBytes {
+    /// Where the range lives: the device of a device address, or the host.
     pub fn location(&self) -> Location {
         match self {
             RawBytes::Device(ptr) => Location::Cuda(ptr.device),
@@ -36,8 +37,11 @@ impl RawBytes {
 /// `raw_bytes()` must describe `byte_len()` readable bytes that stay valid,
 /// and are not written by anyone else, while `self` is borrowed.
 pub unsafe trait MoveSource {
+    /// The address of the first byte.
     fn raw_bytes(&self) -> RawBytes;
+    /// How many bytes the source holds (all of them are read).
     fn byte_len(&self) -> usize;
+    /// Where the bytes live; derived from [`MoveSource::raw_bytes`].
     fn location(&self) -> Location {
         self.raw_bytes().location()
     }
@@ -50,6 +54,8 @@ pub unsafe trait MoveSource {
 /// valid, and are not read or written by anyone else, while `self` is
 /// mutably borrowed.
 pub unsafe trait MoveTarget: MoveSource {
+    /// The address of the first byte, for writing (the same range as
+    /// [`MoveSource::raw_bytes`]).
     fn raw_bytes_mut(&mut self) -> RawBytes;
 }
 

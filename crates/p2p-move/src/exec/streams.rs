@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use p2p_core::memory::Stream;
-use p2p_core::{Driver, Error, Result, StreamId};
+use p2p_core::{Driver, InvalidDevice, Result, StreamId};
 
 /// Per device: the stream for copies that read it and the one for copies
 /// that write it.
@@ -41,7 +41,8 @@ impl CopyStreams {
     pub(crate) fn get(&self, device: usize, direction: Direction) -> Result<StreamId> {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         let count = slots.len();
-        let pair = slots.get_mut(device).ok_or(Error::InvalidDevice {
+        let pair = slots.get_mut(device).ok_or(InvalidDevice {
+            side: None,
             ordinal: device,
             count,
         })?;

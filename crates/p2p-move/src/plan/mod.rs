@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use p2p_core::Location;
+use p2p_core::{InvalidDevice, Location, Side};
 use serde::{Deserialize, Serialize};
 
 mod layout;
@@ -205,15 +205,9 @@ pub fn plan(
 ) -> Result<Plan, PlanError> {
     policy.validate()?;
     let device_count = verdicts.device_count();
-    for location in [src, dst] {
-        if location
-            .device()
-            .is_some_and(|ordinal| ordinal >= device_count)
-        {
-            return Err(PlanError::InvalidDevice {
-                location,
-                device_count,
-            });
+    for (location, side) in [(src, Side::Source), (dst, Side::Destination)] {
+        if let Some(ordinal) = location.device() {
+            InvalidDevice::check(Some(side), ordinal, device_count)?;
         }
     }
 

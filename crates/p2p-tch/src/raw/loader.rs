@@ -34,7 +34,7 @@
 
 use std::ffi::c_void;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_LAZY};
 use p2p_core::StreamId;
@@ -48,6 +48,57 @@ const CURRENT_STREAM_SYMBOL: &[u8] = b"aoti_torch_get_current_cuda_stream\0";
 /// `aoti_torch_get_current_cuda_stream`; 0 is `AOTI_TORCH_SUCCESS`.
 type CurrentStreamFn = unsafe extern "C" fn(device_index: i32, ret_stream: *mut *mut c_void) -> i32;
 
+/// Why `libtorch_cuda.so` could not be used: a value, kept in a static and
+/// reported again on every call (hence `Arc` around libloading's error,
+/// which is not `Clone`).
+#[derive(Clone, Debug, thiserror::Error)]
+pub(crate) enum LoadError {
+    /// No candidate file could be opened.
+    #[error(
+        "{LIBRARY_NAME} could not be loaded ({}): this PyTorch is a CPU-only build, or its \
+         `torch/lib` folder is not on LD_LIBRARY_PATH",
+        attempts_text(.attempts)
+    )]
+    NotLoaded {
+        /// Each file tried, with why it did not open.
+        attempts: Vec<(String, Arc<libloading::Error>)>,
+    },
+    /// The library opened but lacks the stream symbol.
+    #[error(
+        "{library} has no `aoti_torch_get_current_cuda_stream` ({source}): \
+         this PyTorch is too old; p2p-tch is built for PyTorch 2.11"
+    )]
+    TooOld {
+        /// The file that opened.
+        library: String,
+        /// libloading's error for the symbol.
+        source: Arc<libloading::Error>,
+    },
+    /// A device ordinal that does not fit PyTorch's `int` device index.
+    #[error("cuda:{device} is out of range for PyTorch's device index")]
+    OrdinalOutOfRange {
+        /// The ordinal asked for.
+        device: usize,
+    },
+    /// PyTorch's stream query returned an error code.
+    #[error("PyTorch could not give the current stream of cuda:{device} (error {code})")]
+    CurrentStream {
+        /// The device asked about.
+        device: usize,
+        /// PyTorch's `AOTITorchError` code (non-zero).
+        code: i32,
+    },
+}
+
+/// `file: why; file: why`, for [`LoadError::NotLoaded`]'s message.
+fn attempts_text(attempts: &[(String, Arc<libloading::Error>)]) -> String {
+    let parts: Vec<String> = attempts
+        .iter()
+        .map(|(file, err)| format!("{file}: {err}"))
+        .collect();
+    parts.join("; ")
+}
+
 /// `libtorch_cuda.so`, loaded for the life of the process.
 #[derive(Debug)]
 pub(crate) struct TorchCuda {
@@ -58,7 +109,7 @@ pub(crate) struct TorchCuda {
     _library: Library,
 }
 
-static TORCH_CUDA: OnceLock<Result<TorchCuda, String>> = OnceLock::new();
+static TORCH_CUDA: OnceLock<Result<TorchCuda, LoadError>> = OnceLock::new();
 
 /// Runs [`torch_cuda`] when the program starts, before `main` and before
 /// anything can ask PyTorch about CUDA (see the module docs).
@@ -78,19 +129,19 @@ extern "C" fn load_at_start() {
 }
 
 /// `libtorch_cuda.so`, loaded on first call; `Err` says why it could not be.
-pub(crate) fn torch_cuda() -> Result<&'static TorchCuda, String> {
+pub(crate) fn torch_cuda() -> Result<&'static TorchCuda, LoadError> {
     TORCH_CUDA
         .get_or_init(load_torch_cuda)
         .as_ref()
         .map_err(Clone::clone)
 }
 
-fn load_torch_cuda() -> Result<TorchCuda, String> {
+fn load_torch_cuda() -> Result<TorchCuda, LoadError> {
     let mut candidates = vec![LIBRARY_NAME.to_owned()];
     if let Some(dir) = loaded_library_dir(CPU_LIBRARY_NAME) {
         candidates.push(dir.join(LIBRARY_NAME).to_string_lossy().into_owned());
     }
-    let mut failures = Vec::new();
+    let mut attempts = Vec::new();
     for candidate in candidates {
         // SAFETY: `dlopen` runs the library's static initialisers, which
         // register PyTorch's CUDA hooks: the same code that runs when a
@@ -101,7 +152,7 @@ fn load_torch_cuda() -> Result<TorchCuda, String> {
         let library = match opened {
             Ok(library) => library,
             Err(err) => {
-                failures.push(format!("{candidate}: {err}"));
+                attempts.push((candidate, Arc::new(err)));
                 continue;
             }
         };
@@ -112,10 +163,10 @@ fn load_torch_cuda() -> Result<TorchCuda, String> {
         let current_stream = match symbol {
             Ok(symbol) => *symbol,
             Err(err) => {
-                return Err(format!(
-                    "{candidate} has no `aoti_torch_get_current_cuda_stream` ({err}): \
-                     this PyTorch is too old; p2p-tch is built for PyTorch 2.11"
-                ))
+                return Err(LoadError::TooOld {
+                    library: candidate,
+                    source: Arc::new(err),
+                })
             }
         };
         // The file the loader found, for messages.
@@ -128,11 +179,7 @@ fn load_torch_cuda() -> Result<TorchCuda, String> {
             _library: library,
         });
     }
-    Err(format!(
-        "{LIBRARY_NAME} could not be loaded ({}): this PyTorch is a CPU-only build, or its \
-         `torch/lib` folder is not on LD_LIBRARY_PATH",
-        failures.join("; ")
-    ))
+    Err(LoadError::NotLoaded { attempts })
 }
 
 /// The folder of a shared library this process has loaded, from `/proc/self/maps`.
@@ -147,17 +194,15 @@ fn loaded_library_dir(name: &str) -> Option<PathBuf> {
 
 impl TorchCuda {
     /// PyTorch's current stream of `device` for the calling thread.
-    pub(crate) fn current_stream(&self, device: usize) -> Result<StreamId, String> {
-        let index = i32::try_from(device).map_err(|_| format!("cuda:{device} is out of range"))?;
+    pub(crate) fn current_stream(&self, device: usize) -> Result<StreamId, LoadError> {
+        let index = i32::try_from(device).map_err(|_| LoadError::OrdinalOutOfRange { device })?;
         let mut stream: *mut c_void = std::ptr::null_mut();
         // SAFETY: a function of the loaded (never unloaded) library with this
         // signature; it writes one pointer through `ret_stream`, which points
         // to a live local, and turns C++ exceptions into a non-zero code.
         let code = unsafe { (self.current_stream)(index, &mut stream) };
         if code != 0 {
-            return Err(format!(
-                "PyTorch could not give the current stream of cuda:{device} (error {code})"
-            ));
+            return Err(LoadError::CurrentStream { device, code });
         }
         Ok(StreamId {
             device,
