@@ -218,7 +218,7 @@ def main():
     ap.add_argument("--list", action="store_true", help="only list the candidate deletions")
     ap.add_argument("--only", action="append", default=[],
                     help="run only candidates whose 'file:line' contains this (repeatable)")
-    ap.add_argument("--test-cmd", default="cargo test -p p2p-move --quiet")
+    ap.add_argument("--test-cmd", default="cargo test -p p2p-move --quiet --lib --tests")
     ap.add_argument("--timeout", type=int, default=900, help="seconds per mutant (a hang counts as caught)")
     args = ap.parse_args()
     root = pathlib.Path.cwd()
@@ -235,6 +235,8 @@ def main():
             print(label(root, c))
         print(f"{len(cands)} candidates")
         return
+    # proptest records each failing case of a mutant here: keep the files as they were.
+    regressions = {p: p.read_text() for p in (root / "crates/p2p-move").rglob("proptest-regressions/**/*.txt")}
     results = []
     for n, cand in enumerate(cands, 1):
         path, a, b, repl, _, _ = cand
@@ -259,6 +261,11 @@ def main():
             verdict = "caught (timeout)"
         finally:
             path.write_text(original)
+            for p in (root / "crates/p2p-move").rglob("proptest-regressions/**/*.txt"):
+                if p not in regressions:
+                    p.unlink()
+            for p, text in regressions.items():
+                p.write_text(text)
         line = f"[{n}/{len(cands)}] {label(root, cand)} -> {verdict} ({time.time() - t0:.0f}s)"
         print(line, flush=True)
         results.append((verdict, line))
