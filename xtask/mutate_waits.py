@@ -1,27 +1,29 @@
 #!/usr/bin/env python3
-#! Mutation test of the ordering waits in crates/p2p-move/src: deletes one
-#! wait at a time, runs the tests, restores the file, and reports each
-#! deletion as caught (by which tests), MISSED, or unviable (did not compile).
-#!
-#! Run from the repository root (takes ~30-60 s per deletion; run it in the
-#! background and poll):
-#!     python3 xtask/mutate_waits.py --list          # the candidate deletions
-#!     python3 xtask/mutate_waits.py                 # all of them
-#!     python3 xtask/mutate_waits.py --only order.rs:72 --only via.rs
-#!
-#! What counts as a wait:
-#! * a schedule builder's `b.wait(lane, fence)` (a stream waits for a fence)
-#!   and `b.host_wait(fence)`: the statement is deleted;
-#! * a host-side or device-side wait call (`stream_wait_event`,
-#!   `wait_event`, `wait_stream`, `synchronize_stream`, `synchronize()`, a
-#!   fence's or a completion's `wait`, `wait_holding_borrows` whose result
-#!   is only checked, `wait_inner`, `hold`): the call is replaced by an `Ok` that did not wait
-#!   (`true`/`false` before `.is_ok()`/`.is_err()`), or, as a statement of
-#!   its own, deleted.
-#! Skipped: test-only code (`schedule_props.rs`, `#[cfg(test)]` items),
-#! comments, definitions, and `cudarc_slices.rs` (CUDA-only: the simulated
-#! backend cannot run it; the GPU tests cover it).
-#! The file is always restored, also on Ctrl-C; `git diff` should show nothing after a run.
+"""Mutation test of the ordering waits in crates/p2p-move/src: deletes one
+wait at a time, runs the tests, restores the file, and reports each
+deletion as caught (by which tests), MISSED, or unviable (did not compile).
+
+Run from the repository root (about 10-60 s per deletion, as the machine allows; run it in the
+background and poll):
+    python3 xtask/mutate_waits.py --list          # the candidate deletions
+    python3 xtask/mutate_waits.py                 # all of them
+    python3 xtask/mutate_waits.py --only order.rs:72 --only via.rs
+
+What counts as a wait:
+* a schedule builder's `b.wait(lane, fence)` (a stream waits for a fence)
+  and `b.host_wait(fence)`: the statement is deleted;
+* a host-side or device-side wait call (`stream_wait_event`,
+  `wait_event`, `wait_stream`, `synchronize_stream`, `synchronize()`, a
+  fence's or a completion's `wait`, `wait_holding_borrows` whose result
+  is only checked, `wait_inner`, `hold`): the call is replaced by an `Ok` that did not wait
+  (`true`/`false` before `.is_ok()`/`.is_err()`), or, as a statement of
+  its own, deleted.
+Skipped: test-only code (`schedule_props.rs`, `#[cfg(test)]` items),
+comments, definitions, and `cudarc_slices.rs` (CUDA-only: the simulated
+backend cannot run it; the GPU tests cover it).
+The mutated file and proptest regression files are restored after each
+run (also on Ctrl-C); `git diff` shows nothing afterwards.
+"""
 import argparse
 import pathlib
 import re

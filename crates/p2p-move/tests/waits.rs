@@ -36,7 +36,11 @@ fn small_chunks() -> Policy {
 
 /// Nothing the move queued is still waiting to run.
 fn assert_nothing_queued(sim: &SimDriver, what: &str) {
-    assert_eq!(sim.queued_operations(), 0, "{what}: returned with work queued");
+    assert_eq!(
+        sim.queued_operations(),
+        0,
+        "{what}: returned with work queued"
+    );
 }
 
 /// The pools look at each parked set's fence when buffers are released or
@@ -70,6 +74,19 @@ impl FailingBatch {
         }
     }
 
+    /// Plans (and so probes) both items before the batch: a probe's waits
+    /// would use up the "not yet" answers that keep the first part queued.
+    fn probe(&self, mover: &Mover) {
+        let plan = mover
+            .plan(Location::Cuda(0), Location::Cuda(1), 8192)
+            .unwrap();
+        assert_eq!(plan.route, Route::Peer);
+        let plan = mover
+            .plan(Location::Cuda(1), Location::Cuda(0), self.data.len())
+            .unwrap();
+        assert_ne!(plan.route, Route::Peer, "{plan}");
+    }
+
     fn raw_items(&self) -> Vec<(RawBytes, RawBytes, usize)> {
         vec![
             (
@@ -95,6 +112,7 @@ fn a_failed_batch_waits_for_the_parts_it_queued() {
         let driver: Arc<dyn Driver> = sim.clone();
         let mover = mover_with(&driver, "1->0", small_chunks());
         let batch = FailingBatch::new(&driver);
+        batch.probe(&mover);
         let mut ranges: Vec<(RawRange, RawRange)> = batch
             .raw_items()
             .into_iter()
@@ -120,9 +138,11 @@ fn a_failed_raw_batch_waits_for_the_parts_it_queued() {
         let driver: Arc<dyn Driver> = sim.clone();
         let mover = mover_with(&driver, "1->0", small_chunks());
         let batch = FailingBatch::new(&driver);
+        batch.probe(&mover);
         keep_parked(&sim, 1);
         // SAFETY: the buffers outlive the call, which waits on failure.
-        let result = unsafe { mover.copy_batch_raw_async(&batch.raw_items(), StreamOrder::default()) };
+        let result =
+            unsafe { mover.copy_batch_raw_async(&batch.raw_items(), StreamOrder::default()) };
         assert!(result.is_err(), "the short target fails");
         assert_nothing_queued(&sim, "copy_batch_raw_async");
         assert_bytes(
@@ -153,7 +173,13 @@ fn a_raw_batch_completion_waits_for_every_part() {
         let items: Vec<_> = srcs
             .iter()
             .zip(&dsts)
-            .map(|(s, d)| (RawBytes::Device(s.ptr()), RawBytes::Device(d.ptr()), s.len()))
+            .map(|(s, d)| {
+                (
+                    RawBytes::Device(s.ptr()),
+                    RawBytes::Device(d.ptr()),
+                    s.len(),
+                )
+            })
             .collect();
         keep_parked(&sim, 1);
         // SAFETY: the buffers outlive the wait below.
@@ -185,7 +211,9 @@ fn dropping_a_transfer_waits_for_it() {
 
         let mut again = device_with(&driver, 1, &complement(&data), AllocKind::Plain);
         let items = std::iter::once((&src, &mut again));
-        keep_parked(&sim, 1);
+        // The first move's set is still parked: the acquire queries it, and
+        // the release queries it and this move's.
+        keep_parked(&sim, 3);
         // SAFETY: the batch transfer is dropped, not leaked.
         let batch = unsafe { mover.copy_batch_async(items, StreamOrder::default()) }.unwrap();
         drop(batch);
@@ -300,7 +328,11 @@ fn slow_work_ahead_is_not_a_hang() {
         let transfer = unsafe { mover.copy_async(&again, &mut dst, order) }.unwrap();
         assert_eq!(transfer.plan().route, Route::Peer);
         transfer.wait().unwrap();
-        assert_bytes(&read(&driver, &dst), &data, "copied after the slow producer");
+        assert_bytes(
+            &read(&driver, &dst),
+            &data,
+            "copied after the slow producer",
+        );
         producer.synchronize().unwrap();
         late.synchronize().unwrap();
         assert_eq!(mover.retired_streams(), 0, "nothing was called hung");
@@ -340,12 +372,20 @@ fn host_writes_wait_for_dst_stream() {
                 // SAFETY: waited for below.
                 unsafe { mover.copy_async(&data, &mut host, order) }.unwrap()
             };
-            let route = if from_device { Route::DeviceToHost } else { Route::NoOp };
+            let route = if from_device {
+                Route::DeviceToHost
+            } else {
+                Route::NoOp
+            };
             assert_eq!(transfer.plan().route, route);
             transfer.wait().unwrap();
             consumer.synchronize().unwrap();
             assert_bytes(&host, &data, "moved");
-            assert_bytes(&read(&driver, &saved), &old, "the caller's upload saw the old bytes");
+            assert_bytes(
+                &read(&driver, &saved),
+                &old,
+                "the caller's upload saw the old bytes",
+            );
         }
     });
 }
@@ -400,9 +440,15 @@ fn staging_slots_are_reused_only_once_free() {
         };
         let mover = mover_with(&driver, "all", policy);
         let len = 32 << 20;
-        let plan = mover.plan(Location::Cuda(0), Location::Cuda(1), len).unwrap();
+        let plan = mover
+            .plan(Location::Cuda(0), Location::Cuda(1), len)
+            .unwrap();
         assert_eq!(plan.route, Route::Staged);
-        assert_eq!((plan.buffers(), plan.max_chunk_len()), (2, 16 << 20), "{plan}");
+        assert_eq!(
+            (plan.buffers(), plan.max_chunk_len()),
+            (2, 16 << 20),
+            "{plan}"
+        );
         let moves = 3;
         let data: Vec<Vec<u8>> = (0..moves).map(|i| pattern(len, 70 + i)).collect();
         let srcs: Vec<DeviceBuffer> = data
