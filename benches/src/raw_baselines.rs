@@ -2,7 +2,7 @@
 //! the stream synchronized), wrapped so the benchmark needs no `unsafe`.
 //!
 //! These are what a careful user of the driver API would write by hand, and
-//! what `DESIGN.md`'s figures were measured with: `cuMemcpyPeerAsync` on a
+//! what the project's first measurements used: `cuMemcpyPeerAsync` on a
 //! stream of the source device, pinned `cuMemcpyDtoHAsync`/`cuMemcpyHtoDAsync`,
 //! and staging as a sequence of the two through one pinned buffer.
 //!

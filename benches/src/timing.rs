@@ -82,7 +82,7 @@ pub fn measure<E>(reps: Reps, mut op: impl FnMut() -> Result<(), E>) -> Result<T
     Ok(Timing { runs })
 }
 
-/// Decimal gigabytes per second (1 GB = 10^9 bytes, as `DESIGN.md` reports).
+/// Decimal gigabytes per second (1 GB = 10^9 bytes, as BENCHMARKS.md reports).
 pub fn gbps(bytes: usize, time: Duration) -> f64 {
     let seconds = time.as_secs_f64();
     if seconds > 0.0 {

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use crate::util::{bail, prepend_path_var, project_root, Cmd, Result};
 
-/// The PyTorch release that `tch = "=0.24.0"` is built against (DESIGN.md, "tch facts").
+/// The PyTorch release that `tch = "=0.24.0"` is built against (tch pins the libtorch version it binds).
 pub(crate) const TORCH_VERSION: &str = "2.11.0";
 
 /// Where libtorch lives, and how to tell cargo about it.

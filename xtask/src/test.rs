@@ -16,6 +16,20 @@ pub(crate) fn run() -> Result<()> {
     Cmd::cargo()
         .args(["clippy", "--quiet", "--all-targets", "--", "-D", "warnings"])
         .run()?;
+    // The GPU tests run only on a GPU machine, but they must compile here:
+    // an API change that breaks them is caught in CI, not on the GPU.
+    Cmd::cargo()
+        .args([
+            "clippy",
+            "--quiet",
+            "--all-targets",
+            "--features",
+            "p2p-core/cuda-tests,p2p-move/cuda-tests",
+            "--",
+            "-D",
+            "warnings",
+        ])
+        .run()?;
     Cmd::cargo().args(["test", "--quiet"]).run()?;
     crate::downstream::check_all()?;
 
@@ -34,6 +48,8 @@ pub(crate) fn run() -> Result<()> {
             "-p",
             "p2p-tch",
             "--all-targets",
+            "--features",
+            "cuda-tests",
             "--",
             "-D",
             "warnings",

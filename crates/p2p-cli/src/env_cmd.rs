@@ -15,6 +15,7 @@ use p2p_core::{PairState, PeerVerdict};
 use serde_json::json;
 
 use crate::machine::{self, CliError};
+use crate::report::printable;
 use crate::MachineArgs;
 
 /// Sets of more GPUs than this are not searched exhaustively (2^n subsets).
@@ -93,6 +94,22 @@ fn largest_sets(n: usize, verified: impl Fn(usize, usize) -> bool) -> Vec<Vec<us
     best
 }
 
+/// `value` as one shell word: bare when it is made of characters no shell
+/// treats specially, else in single quotes. The output is meant for `eval`,
+/// and `CUDA_VISIBLE_DEVICES` comes from the caller's environment: an entry
+/// such as `0;rm -rf ~` must stay a value, not become a command.
+fn shell_word(value: &str) -> String {
+    let plain = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ",._:-/+=".contains(c));
+    if plain {
+        value.to_string()
+    } else {
+        format!("'{}'", value.replace('\'', "'\\''"))
+    }
+}
+
 /// The ordinals as `CUDA_VISIBLE_DEVICES` wants them. When it is already
 /// set, our ordinal `i` is its `i`th entry.
 fn visible_devices(set: &[usize], current: Option<&str>) -> String {
@@ -141,13 +158,18 @@ pub(crate) fn run(args: &MachineArgs, json: bool) -> Result<ExitCode, CliError> 
     } else {
         "machine"
     };
+    // Comments stay one line each (names come from topology files and
+    // drivers, and a line break in one would start a command under `eval`).
     println!(
         "# p2p env: peer-to-peer settings from the verdicts of the {kind} {}",
-        machine.name
+        printable(&machine.name)
     );
     println!("# use: eval \"$(p2p env)\"");
     for (from, to, why) in &found.vetoed {
-        println!("# cuda:{from} -> cuda:{to}: claimed by the driver, not to be used: {why}");
+        println!(
+            "# cuda:{from} -> cuda:{to}: claimed by the driver, not to be used: {}",
+            printable(why)
+        );
     }
     if found.nccl_p2p_disable {
         println!("# the driver API gives no link types, so no NCCL_P2P_LEVEL is known to avoid only these links");
@@ -161,9 +183,12 @@ pub(crate) fn run(args: &MachineArgs, json: bool) -> Result<ExitCode, CliError> 
                 "# the largest set(s) of GPUs whose pairs all verify ({} GPU(s)):",
                 found.largest_sets[0].len()
             );
-            println!("export CUDA_VISIBLE_DEVICES={first}");
+            println!("export CUDA_VISIBLE_DEVICES={}", shell_word(first));
             for other in rest {
-                println!("# or: export CUDA_VISIBLE_DEVICES={other}");
+                println!(
+                    "# or: export CUDA_VISIBLE_DEVICES={}",
+                    printable(&shell_word(other))
+                );
             }
         }
         None => println!("# no GPU: nothing to set"),
@@ -187,6 +212,16 @@ mod tests {
         assert_eq!(largest_sets(2, |_, _| false), vec![vec![0], vec![1]]);
         assert!(largest_sets(0, |_, _| true).is_empty());
         assert_eq!(largest_sets(25, |_, _| true)[0].len(), 25);
+    }
+
+    #[test]
+    fn values_for_eval_stay_one_word() {
+        assert_eq!(shell_word("0,1"), "0,1");
+        assert_eq!(shell_word("GPU-3f2a,MIG-1/2"), "GPU-3f2a,MIG-1/2");
+        assert_eq!(shell_word("0;touch x;,1"), "'0;touch x;,1'");
+        assert_eq!(shell_word("a'b"), "'a'\\''b'");
+        assert_eq!(shell_word("$(id)"), "'$(id)'");
+        assert_eq!(shell_word(""), "''");
     }
 
     #[test]

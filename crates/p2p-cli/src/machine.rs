@@ -9,6 +9,12 @@ use p2p_core::{Backend, Config, CudaDriver, Driver, Error, PeerTable, SimDriver}
 /// Topology files larger than this are refused unread (1000 GPUs take ~100 KiB).
 const MAX_TOPOLOGY_BYTES: u64 = 16 << 20;
 
+/// Simulated machines of more GPUs than this are refused: the simulator and
+/// the verdict table keep a slot per ordered pair, so a file of 20 000
+/// `[[gpu]]` lines (160 KB) would ask for tens of GB and abort the process.
+/// No real machine comes near it.
+pub(crate) const MAX_SIMULATED_GPUS: usize = 1024;
+
 use crate::MachineArgs;
 
 /// Why a command failed, and with which exit code.
@@ -29,6 +35,12 @@ pub(crate) enum CliError {
     /// A topology file that describes no GPU (empty, or only comments).
     #[error("{}: describes no GPU; add a [[gpu]] table for each simulated GPU", path.display())]
     EmptyTopology { path: std::path::PathBuf },
+    /// A topology file that describes more GPUs than can be simulated.
+    #[error("{}: describes {gpus} GPUs; a simulated machine has at most {MAX_SIMULATED_GPUS}", path.display())]
+    TooManyGpus {
+        path: std::path::PathBuf,
+        gpus: usize,
+    },
     /// A command-line value that cannot work on this machine.
     #[error("{option} {value}: {message}")]
     BadValue {
@@ -146,13 +158,19 @@ pub(crate) fn open_with(args: &MachineArgs, shared_host_clock: bool) -> Result<M
 fn open_topology(path: &std::path::Path, options: SimOptions) -> Result<SimDriver, CliError> {
     let text =
         p2p_core::files::read_regular_file(path, MAX_TOPOLOGY_BYTES, "reading topology file")?;
-    let sim = SimDriver::with_options(Topology::parse(&text, path)?, options);
-    if sim.device_count() == 0 {
+    let topology = Topology::parse(&text, path)?;
+    if topology.gpus.is_empty() {
         return Err(CliError::EmptyTopology {
             path: path.to_path_buf(),
         });
     }
-    Ok(sim)
+    if topology.gpus.len() > MAX_SIMULATED_GPUS {
+        return Err(CliError::TooManyGpus {
+            path: path.to_path_buf(),
+            gpus: topology.gpus.len(),
+        });
+    }
+    Ok(SimDriver::with_options(topology, options))
 }
 
 fn describe_real(cuda: &CudaDriver) -> String {

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::files::read_regular_file;
-use crate::{Driver, Error, PeerVerdict, Result};
+use crate::{Driver, Error, PeerVerdict, Reason, Result};
 
 /// Bumped whenever the file layout or the meaning of a verdict changes.
 /// 2: per-entry times and expiries, the machine state in the fingerprint,
@@ -41,6 +41,10 @@ pub const TRANSIENT_TTL: Duration = Duration::from_secs(3600);
 /// How long a writer waits for another process's lock before giving up on
 /// this write (a lock holder only reads and writes one file).
 const LOCK_PATIENCE: Duration = Duration::from_secs(10);
+
+/// How far ahead of this process's clock an entry's time may be (another
+/// process's clock read a moment later) before the entry counts as forged.
+const FUTURE_TOLERANCE: Duration = Duration::from_secs(60);
 
 /// Temporary files of other fingerprints older than this are a killed
 /// writer's (their writers hold a different lock, so only age tells).
@@ -256,19 +260,22 @@ impl VerdictCache {
             return Vec::new();
         }
         let total = file.verdicts.len();
+        let now = now_ms();
+        let devices = self.fingerprint.devices.len();
         let entries: Vec<CachedVerdict> = file
             .verdicts
             .into_iter()
             .filter_map(|value| serde_json::from_value(value).ok())
+            .filter_map(|entry| usable(entry, devices, now))
             .collect();
         if entries.len() < total {
             tracing::warn!(
-                "verdict cache {}: {} of {total} entries unreadable; probing those pairs again",
+                "verdict cache {}: {} of {total} entries unreadable or impossible; probing those pairs again",
                 self.path.display(),
                 total - entries.len()
             );
         }
-        newest_per_pair(entries, Vec::new(), now_ms())
+        newest_per_pair(entries, Vec::new(), now)
     }
 
     /// Merges `ours` into the file under the lock: per pair the newer entry
@@ -393,6 +400,31 @@ impl VerdictCache {
             }
         }
     }
+}
+
+/// `entry` if this process could have written it for a machine of
+/// `devices` GPUs by `now_ms`, with a transient verdict's expiry no later
+/// than [`TRANSIENT_TTL`] after it was found; `None` for what no writer of
+/// ours produces (a hand-edited or damaged file): a pair outside the
+/// machine or of a device with itself, a policy verdict (policy comes from
+/// the operator's settings only), or an entry from the future (a clock set
+/// back, or a forgery: as the newest entry it would win every merge).
+fn usable(mut entry: CachedVerdict, devices: usize, now_ms: u64) -> Option<CachedVerdict> {
+    let (from, to) = entry.pair();
+    if from >= devices || to >= devices || from == to {
+        return None;
+    }
+    if matches!(entry.verdict.reason, Reason::DisabledByPolicy) {
+        return None;
+    }
+    if entry.at_ms > now_ms.saturating_add(FUTURE_TOLERANCE.as_millis() as u64) {
+        return None;
+    }
+    if entry.verdict.reason.is_transient() {
+        let latest = entry.at_ms.saturating_add(TRANSIENT_TTL.as_millis() as u64);
+        entry.expires_ms = Some(entry.expires_ms.map_or(latest, |at| at.min(latest)));
+    }
+    (!entry.expired(now_ms)).then_some(entry)
 }
 
 /// Runs `work` holding the write lock on `file`, trying for the lock until

@@ -129,12 +129,52 @@ impl CacheSetting {
 }
 
 /// Everything a [`crate::PeerTable`] needs to know besides the driver.
+///
+/// Programs usually take the operator's settings with [`Config::from_env`];
+/// tests and programs with settings of their own build one directly
+/// ([`Config::default`] is "no pairs disabled, no cache"):
+///
+/// ```
+/// use std::time::Duration;
+/// use p2p_core::{CacheSetting, Config, DisabledPairs};
+///
+/// let config = Config {
+///     disabled: DisabledPairs::parse("0<->1")?, // both directions of 0 and 1
+///     cache: CacheSetting::Dir(std::env::temp_dir().join("p2p-move-example")),
+///     ..Config::default()
+/// };
+/// assert!(config.disabled.contains(1, 0));
+///
+/// // The same from variables, as `Config::from_env` reads them.
+/// let vars = |name: &str| match name {
+///     "P2P_DISABLE" => Some("0<->1".to_string()),
+///     "P2P_PROBE_TIMEOUT_MS" => Some("500".to_string()),
+///     "P2P_NO_CACHE" => Some("1".to_string()),
+///     _ => None,
+/// };
+/// let from_vars = Config::from_vars(vars)?;
+/// assert_eq!(from_vars.disabled, config.disabled);
+/// assert_eq!(from_vars.probe.deadline, Duration::from_millis(500));
+/// assert_eq!(from_vars.cache, CacheSetting::Off);
+///
+/// // A value that cannot be used is an error naming the variable.
+/// let err = Config::from_vars(|name| (name == "P2P_DISABLE").then(|| "0=>1".to_string()))
+///     .unwrap_err();
+/// println!("{err}"); // environment variable P2P_DISABLE="0=>1" is invalid: ...
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
+    /// Pairs whose peer copy the operator turned off (`P2P_DISABLE`): their
+    /// verdict is `disabled-by-policy`, without a probe, and their peer
+    /// access is disabled.
     pub disabled: DisabledPairs,
     /// Ignore cached verdicts (new verdicts are still written).
     pub reprobe: bool,
+    /// Where verdicts are cached across processes (`P2P_CACHE_DIR`,
+    /// `P2P_NO_CACHE`).
     pub cache: CacheSetting,
+    /// How probes run: deadline (`P2P_PROBE_TIMEOUT_MS`), sizes, thorough mode.
     pub probe: ProbeOptions,
 }
 
@@ -151,9 +191,37 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Settings from the process environment, on top of the platform's cache folder.
+    /// Settings from the process environment (the `P2P_*` variables of this
+    /// module's constants), on top of the platform's cache folder.
+    ///
+    /// # Errors
+    /// [`Error::InvalidEnv`], naming the variable and its value, for a value
+    /// that cannot be used (a malformed `P2P_DISABLE`, a flag that is not
+    /// `1`/`0`, a timeout that is not a positive number of milliseconds).
+    /// A disabled pair naming a GPU the machine lacks is not caught here
+    /// (the machine is not known yet): see [`DisabledPairs::check_devices`].
+    ///
+    /// A variable of ours whose value is not UTF-8 text is an error naming
+    /// it (read as unset, a `P2P_DISABLE` the operator set would silently
+    /// turn nothing off), except `P2P_CACHE_DIR`, which is any path.
     pub fn from_env() -> Result<Config> {
-        Config::from_vars(|name| std::env::var(name).ok())
+        for name in [ENV_DISABLE, ENV_REPROBE, ENV_NO_CACHE, ENV_PROBE_TIMEOUT_MS] {
+            if let Err(std::env::VarError::NotUnicode(raw)) = std::env::var(name) {
+                return Err(Error::InvalidEnv {
+                    name,
+                    value: raw.to_string_lossy().into_owned(),
+                    message: "not UTF-8 text".into(),
+                });
+            }
+        }
+        let mut config = Config::from_vars(|name| std::env::var(name).ok())?;
+        let raw_dir = std::env::var_os(ENV_CACHE_DIR).filter(|dir| !dir.is_empty());
+        if let (Some(dir), true) = (raw_dir, config.cache != CacheSetting::Off) {
+            if dir.to_str().is_none() {
+                config.cache = CacheSetting::Dir(PathBuf::from(dir));
+            }
+        }
+        Ok(config)
     }
 
     /// Settings from any variable lookup (testable without touching the process environment).

@@ -24,12 +24,16 @@ pub enum Backend {
 /// An address in one device's memory. `addr` is a `CUdeviceptr` on CUDA.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct DeviceAddr {
+    /// The ordinal of the device whose memory this is.
     pub device: usize,
+    /// The address itself (a `CUdeviceptr` on CUDA; made up by the simulator).
     pub addr: u64,
 }
 
 impl DeviceAddr {
-    /// The address `bytes` further on, on the same device.
+    /// The address `bytes` further on, on the same device. Nothing checks
+    /// that it stays inside an allocation: that is the user's side of the
+    /// `unsafe` calls that take it.
     pub fn offset(self, bytes: usize) -> DeviceAddr {
         DeviceAddr {
             device: self.device,
@@ -41,21 +45,27 @@ impl DeviceAddr {
 /// A stream of one device. `raw` is a `CUstream` on CUDA (0 = legacy default stream).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct StreamId {
+    /// The ordinal of the device the stream belongs to.
     pub device: usize,
+    /// The backend's handle, cast to a number.
     pub raw: u64,
 }
 
 /// An event created on one device. `raw` is a `CUevent` on CUDA.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct EventId {
+    /// The ordinal of the device the event was created on.
     pub device: usize,
+    /// The backend's handle, cast to a number (never 0).
     pub raw: u64,
 }
 
 /// A stream-ordered memory pool (`CUmemoryPool`) that owns some device memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PoolId {
+    /// The ordinal of the device whose memory the pool hands out.
     pub device: usize,
+    /// The backend's handle, cast to a number.
     pub raw: u64,
 }
 
@@ -64,16 +74,29 @@ pub struct PoolId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MemRange {
     /// `len` bytes of device memory from `addr`.
-    Device { addr: DeviceAddr, len: usize },
+    Device {
+        /// Where the range starts.
+        addr: DeviceAddr,
+        /// How many bytes.
+        len: usize,
+    },
     /// `len` bytes of host memory (pinned or pageable) from address `addr`.
-    Host { addr: usize, len: usize },
+    Host {
+        /// Where the range starts, as a number (`ptr as usize`).
+        addr: usize,
+        /// How many bytes.
+        len: usize,
+    },
 }
 
 /// One device-to-device copy of a batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CopyDesc {
+    /// Where the bytes go.
     pub dst: DeviceAddr,
+    /// Where the bytes come from.
     pub src: DeviceAddr,
+    /// How many bytes.
     pub bytes: usize,
 }
 
@@ -92,6 +115,24 @@ pub enum AllocKind {
 /// All methods are callable from any thread. Methods that take raw addresses
 /// are `unsafe`: the caller promises the memory is live and large enough
 /// until the work queued on the stream has finished.
+///
+/// Two implementations come with the crate: [`crate::CudaDriver`] (real
+/// GPUs) and [`crate::SimDriver`] (simulated ones). Code takes an
+/// `Arc<dyn Driver>` so that it runs on either:
+///
+/// ```
+/// use std::sync::Arc;
+/// use p2p_core::{Backend, Driver, SimDriver};
+///
+/// let driver: Arc<dyn Driver> = Arc::new(SimDriver::builtin());
+/// assert_eq!(driver.backend(), Backend::Simulated);
+/// for device in driver.devices() {
+///     println!("cuda:{} {} ({})", device.ordinal, device.name, device.pci_bus_id);
+/// }
+/// let claim = driver.claim(0, 1)?;
+/// assert!(claim.claimed());
+/// # Ok::<(), p2p_core::Error>(())
+/// ```
 pub trait Driver: Send + Sync + fmt::Debug {
     /// Which backend this is.
     fn backend(&self) -> Backend;
@@ -176,6 +217,9 @@ pub trait Driver: Send + Sync + fmt::Debug {
     /// A new non-blocking stream on `device`.
     fn create_stream(&self, device: usize) -> Result<StreamId>;
 
+    /// Destroys a stream from [`Driver::create_stream`]. Work still queued
+    /// on it runs to the end, as in CUDA.
+    ///
     /// # Safety
     /// `stream` came from `create_stream` of this driver and is destroyed once.
     unsafe fn destroy_stream(&self, stream: StreamId) -> Result<()>;
@@ -187,8 +231,13 @@ pub trait Driver: Send + Sync + fmt::Debug {
     /// A new event on `device` with timing enabled, for [`Driver::event_elapsed_ms`].
     fn create_timing_event(&self, device: usize) -> Result<EventId>;
 
+    /// Destroys an event from [`Driver::create_event`] or
+    /// [`Driver::create_timing_event`] (a recorded event may be destroyed
+    /// before it completes).
+    ///
     /// # Safety
-    /// `event` came from `create_event` of this driver and is destroyed once.
+    /// `event` came from `create_event` or `create_timing_event` of this
+    /// driver and is destroyed once.
     unsafe fn destroy_event(&self, event: EventId) -> Result<()>;
 
     /// Queues a copy between two devices' memory (`cuMemcpyPeerAsync`).

@@ -6,8 +6,72 @@
 //! remembers the answer in a `PeerTable` backed by an on-disk cache.
 //!
 //! Everything that touches a device goes through the [`Driver`] trait, which
-//! has a CUDA backend (`cuda`, on `cudarc`) and a simulated one (`sim`) whose
-//! GPUs are host memory with fault injection.
+//! has a CUDA backend ([`CudaDriver`], on `cudarc`) and a simulated one
+//! ([`SimDriver`]) whose GPUs are host memory with fault injection.
+//!
+//! # Which pairs work
+//!
+//! Make a driver, give it to a [`PeerTable`] with a [`Config`], and ask for
+//! verdicts. On the simulator, with a machine described in a topology
+//! string (the format is on [`sim::Topology`]):
+//!
+//! ```
+//! use std::path::Path;
+//! use std::sync::Arc;
+//! use p2p_core::sim::Topology;
+//! use p2p_core::{Config, Driver, PeerTable, Reason, SimDriver};
+//!
+//! // Two GPUs: 0 -> 1 is claimed but flips bits, 1 -> 0 works.
+//! let topology = Topology::parse(
+//!     r#"
+//!     [[gpu]]
+//!     [[gpu]]
+//!     [[peer]]
+//!     from = 0
+//!     to = 1
+//!     fault = "corrupt"
+//!     [[peer]]
+//!     from = 1
+//!     to = 0
+//!     "#,
+//!     Path::new("two-gpus.toml"),
+//! )?;
+//! let driver: Arc<dyn Driver> = Arc::new(SimDriver::new(topology));
+//! let table = PeerTable::new(driver, Config::default());
+//!
+//! let verdict = table.verdict(0, 1)?;
+//! println!("{verdict}"); // cuda:0 -> cuda:1: corrupt: first bad byte at offset 1234 (...)
+//! assert!(matches!(verdict.reason, Reason::Corrupt { offset: 1234, .. }));
+//! assert!(table.verdict(1, 0)?.is_verified());
+//! # Ok::<(), p2p_core::Error>(())
+//! ```
+//!
+//! On real GPUs the same with [`CudaDriver`] and the operator's settings
+//! ([`Config::from_env`]: `P2P_DISABLE`, the on-disk cache, ...). Without a
+//! driver, [`CudaDriver::new`] is [`Error::NoDriver`]; falling back to
+//! [`SimDriver::builtin`] is what the `p2p` command does:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use p2p_core::{Config, CudaDriver, Driver, Error, PeerTable, SimDriver};
+//!
+//! let driver: Arc<dyn Driver> = match CudaDriver::new() {
+//!     Ok(cuda) => Arc::new(cuda),
+//!     Err(err @ Error::NoDriver { .. }) => {
+//!         eprintln!("{err}");
+//!         Arc::new(SimDriver::builtin())
+//!     }
+//!     Err(err) => return Err(err),
+//! };
+//! let table = PeerTable::new(driver, Config::from_env()?);
+//! for verdict in table.probe_all()? {
+//!     println!("{verdict}");
+//! }
+//! # Ok::<(), p2p_core::Error>(())
+//! ```
+//!
+//! Moving bytes by the route the verdicts allow is the `p2p-move` crate's
+//! job; this crate only judges.
 //!
 //! The CUDA version of the bindings is chosen by one feature named as
 //! cudarc's (`cuda-12080`, the default; `cuda-12060`, `cuda-13000`, ...), so
@@ -22,6 +86,8 @@
 //! fallback beside either (it refuses only `dynamic-loading` together with
 //! `dynamic-linking`, a pair p2p-core never asks for). A program that links
 //! the driver fails to start without one, as it would without p2p-core.
+
+#![deny(missing_docs)]
 
 #[cfg(not(any(
     feature = "cuda-11040",

@@ -38,7 +38,25 @@ pub fn check_drop_errors() -> std::result::Result<(), (Vec<(String, Error)>, usi
     Err((std::mem::take(&mut kept.0), std::mem::take(&mut kept.1)))
 }
 
-/// Device memory owned by this value.
+/// Device memory owned by this value, freed on drop (a failure to free is
+/// recorded for [`check_drop_errors`], never a panic).
+///
+/// ```
+/// use std::sync::Arc;
+/// use p2p_core::memory::{DeviceBuffer, Stream};
+/// use p2p_core::{AllocKind, Driver, SimDriver};
+///
+/// let driver: Arc<dyn Driver> = Arc::new(SimDriver::builtin());
+/// let mut buffer = DeviceBuffer::new(&driver, 1, 4, AllocKind::Plain)?;
+/// let stream = Stream::new(&driver, 1)?;
+/// buffer.write_from_slice(&[1, 2, 3, 4], &stream)?;
+/// assert_eq!(buffer.read_to_vec(&stream)?, [1, 2, 3, 4]);
+///
+/// // Five bytes do not fit in four: an error, and nothing is written.
+/// let err = buffer.write_from_slice(&[0; 5], &stream).unwrap_err();
+/// println!("{err}"); // size mismatch: 5 bytes do not fit a buffer of 4
+/// # Ok::<(), p2p_core::Error>(())
+/// ```
 pub struct DeviceBuffer {
     driver: Arc<dyn Driver>,
     ptr: DeviceAddr,
@@ -46,7 +64,13 @@ pub struct DeviceBuffer {
 }
 
 impl DeviceBuffer {
-    /// Allocates `len` bytes on `device`.
+    /// Allocates `len` bytes (0 is allowed) on `device`. The bytes are not
+    /// cleared: fresh memory holds whatever it held.
+    ///
+    /// # Errors
+    /// [`Error::InvalidDevice`] for an ordinal the driver lacks,
+    /// [`Error::OutOfMemory`] when the device is full, [`Error::Cuda`] for
+    /// another driver failure.
     pub fn new(
         driver: &Arc<dyn Driver>,
         device: usize,
@@ -62,18 +86,23 @@ impl DeviceBuffer {
         })
     }
 
+    /// The start of the buffer, for the driver's `unsafe` calls; valid
+    /// while `self` lives.
     pub fn ptr(&self) -> DeviceAddr {
         self.ptr
     }
 
+    /// The size in bytes, as allocated.
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// Whether the buffer holds no bytes.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    /// The ordinal of the device the memory is on.
     pub fn device(&self) -> usize {
         self.ptr.device
     }
@@ -88,12 +117,18 @@ impl DeviceBuffer {
                 self.driver
                     .copy_dtoh_async(out.as_mut_ptr(), self.ptr, self.len, stream.id())?
             };
-            stream.synchronize()?;
+            if let Err(err) = stream.synchronize_after_copy() {
+                // The copy may still write into `out` some day.
+                std::mem::forget(out);
+                return Err(err);
+            }
         }
         Ok(out)
     }
 
     /// Overwrites the start of the buffer with `data`, blocking on `stream`.
+    /// More bytes than the buffer holds is [`Error::SizeMismatch`], with
+    /// nothing written.
     pub fn write_from_slice(&mut self, data: &[u8], stream: &Stream) -> Result<()> {
         if data.len() > self.len {
             return Err(Error::SizeMismatch {
@@ -107,7 +142,7 @@ impl DeviceBuffer {
                 self.driver
                     .copy_htod_async(self.ptr, data.as_ptr(), data.len(), stream.id())?
             };
-            stream.synchronize()?;
+            stream.synchronize_after_copy()?;
         }
         Ok(())
     }
@@ -142,7 +177,11 @@ impl fmt::Debug for DeviceBuffer {
     }
 }
 
-/// Page-locked host memory owned by this value.
+/// Page-locked (pinned) host memory owned by this value, freed on drop.
+///
+/// Devices reach it by DMA, so copies to and from it are asynchronous and
+/// fast; the bytes are also a plain slice for the host
+/// ([`PinnedBuffer::as_slice`]). Fresh memory is not cleared.
 pub struct PinnedBuffer {
     driver: Arc<dyn Driver>,
     ptr: *mut u8,
@@ -156,7 +195,11 @@ unsafe impl Send for PinnedBuffer {}
 unsafe impl Sync for PinnedBuffer {}
 
 impl PinnedBuffer {
-    /// Allocates `len` bytes of pinned host memory.
+    /// Allocates `len` bytes of pinned host memory (0 is allowed).
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`] when the host cannot pin that much, [`Error::Cuda`]
+    /// for another driver failure.
     pub fn new(driver: &Arc<dyn Driver>, len: usize) -> Result<Self> {
         let ptr = driver.alloc_pinned(len.max(1))?;
         Ok(PinnedBuffer {
@@ -166,27 +209,34 @@ impl PinnedBuffer {
         })
     }
 
+    /// The start of the memory, for the driver's `unsafe` copies; valid
+    /// while `self` lives.
     pub fn as_ptr(&self) -> *const u8 {
         self.ptr
     }
 
+    /// The start of the memory, for copies into it.
     pub fn as_mut_ptr(&mut self) -> *mut u8 {
         self.ptr
     }
 
+    /// The size in bytes.
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// Whether the buffer holds no bytes.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    /// The bytes, for the host to read. Wait for copies into the buffer first.
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: `ptr` is a live allocation of at least `len` bytes owned by self.
         unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 
+    /// The bytes, for the host to write. Wait for copies out of the buffer first.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: as above, and `&mut self` makes this the only access.
         unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
@@ -210,13 +260,15 @@ impl fmt::Debug for PinnedBuffer {
     }
 }
 
-/// A stream owned by this value.
+/// A stream owned by this value, destroyed on drop.
 pub struct Stream {
     driver: Arc<dyn Driver>,
     id: StreamId,
 }
 
 impl Stream {
+    /// A new non-blocking stream on `device` ([`Error::InvalidDevice`] for
+    /// an ordinal the driver lacks).
     pub fn new(driver: &Arc<dyn Driver>, device: usize) -> Result<Self> {
         driver.check_device(device)?;
         let id = driver.create_stream(device)?;
@@ -226,16 +278,33 @@ impl Stream {
         })
     }
 
+    /// The handle, for the driver's calls; valid while `self` lives.
     pub fn id(&self) -> StreamId {
         self.id
     }
 
+    /// The ordinal of the device the stream belongs to.
     pub fn device(&self) -> usize {
         self.id.device
     }
 
+    /// Blocks until everything queued on the stream has finished. This has
+    /// no deadline; for one, use [`Driver::wait_stream`].
     pub fn synchronize(&self) -> Result<()> {
         self.driver.synchronize_stream(self.id)
+    }
+
+    /// [`Stream::synchronize`], tried once more if it fails: the blocking
+    /// helpers must not return (and let their host memory go) while their
+    /// copy may still be queued.
+    fn synchronize_after_copy(&self) -> Result<()> {
+        self.synchronize().or_else(|err| {
+            tracing::debug!(
+                "synchronizing a stream of cuda:{} failed ({err}); trying once more",
+                self.id.device
+            );
+            self.synchronize()
+        })
     }
 
     /// Gives up ownership without destroying: for a stream with hung work on it.
@@ -264,7 +333,7 @@ impl fmt::Debug for Stream {
     }
 }
 
-/// An event owned by this value.
+/// An event owned by this value, destroyed on drop.
 pub struct Event {
     driver: Arc<dyn Driver>,
     id: EventId,
@@ -291,10 +360,12 @@ impl Event {
         })
     }
 
+    /// The handle, for the driver's calls; valid while `self` lives.
     pub fn id(&self) -> EventId {
         self.id
     }
 
+    /// Records the event at the current end of `stream` (see [`Driver::record_event`]).
     pub fn record(&self, stream: &Stream) -> Result<()> {
         self.driver.record_event(self.id, stream.id())
     }

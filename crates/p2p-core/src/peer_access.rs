@@ -64,6 +64,10 @@ impl PeerAccess {
     /// Stops `accessor` reaching memory on `owner`, so that copies between
     /// them are staged by the driver. Asks the driver even for a direction
     /// this value never enabled (other code may have), but only once.
+    ///
+    /// A failed call is tried once more before the error is returned: a
+    /// direction found broken and left open is the one outcome that gives
+    /// other code in the process wrong bytes.
     pub fn disable(&self, accessor: usize, owner: usize) -> Result<()> {
         if accessor == owner {
             return Ok(());
@@ -72,7 +76,10 @@ impl PeerAccess {
         if state.disabled.contains(&(accessor, owner)) {
             return Ok(());
         }
-        self.driver.disable_peer_access(accessor, owner)?;
+        if let Err(err) = self.driver.disable_peer_access(accessor, owner) {
+            tracing::debug!("disabling peer access cuda:{accessor} -> cuda:{owner} failed ({err}); trying once more");
+            self.driver.disable_peer_access(accessor, owner)?;
+        }
         state.enabled.remove(&(accessor, owner));
         state.disabled.insert((accessor, owner));
         Ok(())

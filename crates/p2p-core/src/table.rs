@@ -65,7 +65,34 @@ struct Decided {
     fresh: bool,
 }
 
-/// Verdicts for every ordered pair of one machine.
+/// Verdicts for every ordered pair of one machine: the way to learn which
+/// pairs may use direct peer copy.
+///
+/// Share one table per process (in an `Arc`): it probes each pair once,
+/// lazily, keeps peer access in line with the verdicts, and reads and writes
+/// the on-disk cache that [`Config::cache`] names.
+///
+/// ```
+/// use std::sync::Arc;
+/// use p2p_core::{Config, Driver, PairState, PeerTable, SimDriver};
+///
+/// // The built-in simulated machine: four GPUs, and 2 -> 3 delivers zeros.
+/// let driver: Arc<dyn Driver> = Arc::new(SimDriver::builtin());
+/// let table = PeerTable::new(driver, Config::default()); // no cache, nothing disabled
+///
+/// for verdict in table.probe_all()? {
+///     println!("{verdict}"); // cuda:0 -> cuda:1: verified, ...
+/// }
+/// let broken = table.verdict(2, 3)?; // known now: no second probe
+/// assert_eq!(broken.state(), PairState::Broken);
+/// println!("2 -> 3 is {}: {}", broken.state(), broken.reason);
+/// assert!(table.is_verified(3, 2)); // verdicts are directed
+///
+/// // A device the machine lacks is an error, not a verdict.
+/// let err = table.verdict(0, 9).unwrap_err();
+/// println!("{err}"); // device 9 does not exist: this machine has 4 GPU(s)
+/// # Ok::<(), p2p_core::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct PeerTable {
     driver: Arc<dyn Driver>,
@@ -82,7 +109,12 @@ pub struct PeerTable {
 }
 
 impl PeerTable {
-    /// A table for `driver`'s machine. Reads the cache (unless `config.reprobe`).
+    /// A table for `driver`'s machine. Reads the cache (unless `config.reprobe`);
+    /// probes nothing yet.
+    ///
+    /// Never fails: an unreadable cache file is ignored with a warning (and
+    /// replaced on the next write), and a disabled pair naming a GPU the
+    /// machine lacks is a warning (the CLI refuses it first).
     pub fn new(driver: Arc<dyn Driver>, config: Config) -> PeerTable {
         let n = driver.device_count();
         if let Err(message) = config.disabled.check_devices(n) {
@@ -148,9 +180,15 @@ impl PeerTable {
     }
 
     /// The verdict for `from -> to`, probing it now if nobody has yet.
+    /// Threads asking for the same pair at once share one probe.
     ///
-    /// A probe that failed with an error is remembered: until its backoff
-    /// has passed the answer is [`Error::ProbeFailed`], without probing again.
+    /// # Errors
+    /// [`Error::InvalidDevice`] for an ordinal the machine lacks; the
+    /// probe's own error when it could not run (out of memory, a driver
+    /// failure), which says nothing about the pair. Such a failure is
+    /// remembered: until its backoff ([`RETRY_BACKOFF_FIRST`], doubling up
+    /// to [`RETRY_BACKOFF_MAX`]) has passed the answer is
+    /// [`Error::ProbeFailed`], without probing again.
     pub fn verdict(&self, from: usize, to: usize) -> Result<PeerVerdict> {
         let (verdict, fresh) = self.lookup(from, to)?;
         if fresh {
@@ -186,8 +224,14 @@ impl PeerTable {
         }
     }
 
-    /// Every ordered pair of distinct devices, probing what is not known yet.
-    /// The cache file is written once for the whole batch.
+    /// Every ordered pair of distinct devices, probing what is not known yet,
+    /// in order (`0 -> 1`, `0 -> 2`, ..., `1 -> 0`, ...). The cache file is
+    /// written once for the whole batch.
+    ///
+    /// # Errors
+    /// The first pair whose probe could not run ends the batch with that
+    /// error, as [`PeerTable::verdict`] gives it; the verdicts found before
+    /// it are kept (and cached).
     pub fn probe_all(&self) -> Result<Vec<PeerVerdict>> {
         let n = self.device_count();
         let mut all = Vec::with_capacity(n * n.saturating_sub(1));

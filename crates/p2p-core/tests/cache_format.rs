@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use p2p_core::cache::{CachedVerdict, Fingerprint, VerdictCache};
+use p2p_core::cache::{now_ms, CachedVerdict, Fingerprint, VerdictCache, TRANSIENT_TTL};
 use p2p_core::{PeerVerdict, Reason, SimDriver};
 use proptest::prelude::*;
 
@@ -39,28 +39,48 @@ fn reason() -> impl Strategy<Value = Reason> {
     ]
 }
 
+/// The simulated machine of the cache files: 64 GPUs, so that every pair
+/// of the strategies below is a pair of its devices.
+fn machine() -> SimDriver {
+    SimDriver::from_toml_str(&"[[gpu]]\n".repeat(64), Path::new("t.toml")).unwrap()
+}
+
+/// Entries a writer of ours can produce: two distinct devices of the
+/// machine, found in the last day, transient ones expiring [`TRANSIENT_TTL`]
+/// after they were found, and never a policy verdict (those are not cached).
 fn entry() -> impl Strategy<Value = CachedVerdict> {
+    let now = now_ms();
+    let day = 86_400_000u64;
     (
-        (0usize..64, 0usize..64, any::<bool>(), reason()),
+        (0usize..64, 1usize..64, any::<bool>(), reason()),
         (
             proptest::option::of(figure()),
             any::<u64>(),
             any::<bool>(),
-            // Times well in the future, so that no entry has expired.
-            (1u64 << 50)..(1u64 << 60),
-            proptest::option::of((1u64 << 50)..(1u64 << 60)),
+            // Found within the last day; until much later, where an expiry is set.
+            (now - day)..=now,
+            proptest::option::of((now + day)..(now + 1000 * day)),
         ),
     )
+        .prop_filter(
+            "policy verdicts are never cached",
+            |((_, _, _, reason), _)| *reason != Reason::DisabledByPolicy,
+        )
         .prop_map(
-            |(
-                (from, to, claimed, reason),
+            move |(
+                (from, step, claimed, reason),
                 (peer_gbps, probe_micros, thorough, at_ms, expires_ms),
             )| {
+                let expires_ms = if reason.is_transient() {
+                    Some(at_ms + TRANSIENT_TTL.as_millis() as u64).filter(|&at| at > now)
+                } else {
+                    expires_ms
+                };
                 CachedVerdict {
                     thorough,
                     verdict: PeerVerdict {
                         from,
-                        to,
+                        to: (from + step) % 64,
                         claimed,
                         reason,
                         peer_gbps,
@@ -71,6 +91,10 @@ fn entry() -> impl Strategy<Value = CachedVerdict> {
                 }
             },
         )
+        .prop_filter("not expired", move |entry| {
+            !entry.expired(now)
+                && (entry.expires_ms.is_some() || !entry.verdict.reason.is_transient())
+        })
 }
 
 proptest! {
@@ -79,18 +103,24 @@ proptest! {
     #[test]
     fn every_verdict_round_trips_through_the_file(entry in entry()) {
         let dir = tempfile::tempdir().unwrap();
-        let sim = SimDriver::from_toml_str("[[gpu]]\n", Path::new("t.toml")).unwrap();
-        let cache = VerdictCache::new(dir.path(), Fingerprint::of(&sim));
+        let cache = VerdictCache::new(dir.path(), Fingerprint::of(&machine()));
         cache.merge(std::slice::from_ref(&entry)).unwrap();
         prop_assert_eq!(cache.load(), vec![entry]);
+    }
+
+    /// Every reason, policy included, survives JSON (no key written twice).
+    #[test]
+    fn every_reason_round_trips_through_json(reason in reason(), gbps in proptest::option::of(figure())) {
+        let verdict = PeerVerdict { from: 0, to: 1, claimed: true, reason, peer_gbps: gbps, probe_micros: 3 };
+        let text = serde_json::to_string(&verdict).unwrap();
+        prop_assert_eq!(serde_json::from_str::<PeerVerdict>(&text).unwrap(), verdict);
     }
 }
 
 #[test]
 fn one_unreadable_entry_costs_only_its_pair() {
     let dir = tempfile::tempdir().unwrap();
-    let sim = SimDriver::from_toml_str("[[gpu]]\n", Path::new("t.toml")).unwrap();
-    let cache = VerdictCache::new(dir.path(), Fingerprint::of(&sim));
+    let cache = VerdictCache::new(dir.path(), Fingerprint::of(&machine()));
     let now = p2p_core::cache::now_ms();
     let good = |from| {
         CachedVerdict::new(

@@ -40,7 +40,7 @@ fn primary_context_active(ordinal: usize) -> bool {
 /// allocation stream, which `Drop` destroys in that context).
 fn use_device_zero(driver: &Arc<dyn Driver>) {
     let stream = Stream::new(driver, 0).unwrap();
-    let buffer = DeviceBuffer::new(driver, 0, 1 << 16, AllocKind::Pool).unwrap();
+    let mut buffer = DeviceBuffer::new(driver, 0, 1 << 16, AllocKind::Pool).unwrap();
     buffer.write_from_slice(&[7u8; 1 << 16], &stream).unwrap();
     assert_eq!(buffer.read_to_vec(&stream).unwrap(), vec![7u8; 1 << 16]);
 }

@@ -42,8 +42,8 @@ fn config() -> Config {
 fn foreign_copy_is_correct(driver: &Arc<dyn Driver>, from: usize, to: usize) -> bool {
     let len = 8 << 20;
     let data = p2p_core::probe::probe_pattern(len, 0xC0FFEE);
-    let src = DeviceBuffer::new(driver, from, len, AllocKind::Plain).unwrap();
-    let dst = DeviceBuffer::new(driver, to, len, AllocKind::Plain).unwrap();
+    let mut src = DeviceBuffer::new(driver, from, len, AllocKind::Plain).unwrap();
+    let mut dst = DeviceBuffer::new(driver, to, len, AllocKind::Plain).unwrap();
     let src_stream = Stream::new(driver, from).unwrap();
     let dst_stream = Stream::new(driver, to).unwrap();
     src.write_from_slice(&data, &src_stream).unwrap();

@@ -140,6 +140,8 @@ mod movable;
 mod mover;
 mod prepare;
 mod raw;
+#[cfg(doctest)]
+mod readme;
 
 use std::sync::OnceLock;
 

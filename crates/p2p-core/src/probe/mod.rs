@@ -72,6 +72,29 @@ pub const REVALIDATE_BYTES: usize = 64 << 10;
 /// `Err` means the probe itself could not run (a device is out of memory,
 /// an invalid ordinal, a driver failure outside the copy); such a result says
 /// nothing about the pair and is not cached.
+///
+/// This is the one-off probe, with no cache and no sharing between threads;
+/// programs ask a [`crate::PeerTable`] instead.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use p2p_core::{probe_pair, Driver, ProbeOptions, Reason, SimDriver};
+///
+/// let driver: Arc<dyn Driver> = Arc::new(SimDriver::builtin());
+/// let options = ProbeOptions {
+///     deadline: Duration::from_millis(500),
+///     ..ProbeOptions::default()
+/// };
+/// // The driver claims 2 -> 3, enabling works, and the copy delivers zeros.
+/// let verdict = probe_pair(&driver, 2, 3, &options)?;
+/// println!("{verdict}"); // cuda:2 -> cuda:3: corrupt: first bad byte at offset ...
+/// assert!(verdict.claimed && !verdict.is_verified());
+/// assert!(matches!(verdict.reason, Reason::Corrupt { found: 0, .. }));
+///
+/// assert!(probe_pair(&driver, 3, 2, &options)?.is_verified());
+/// # Ok::<(), p2p_core::Error>(())
+/// ```
 pub fn probe_pair(
     driver: &Arc<dyn Driver>,
     from: usize,

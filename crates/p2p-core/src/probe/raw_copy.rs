@@ -41,25 +41,41 @@ pub(super) fn copy_and_compare(
     let start = Event::with_timing(driver, from)?;
     let end = Event::with_timing(driver, from)?;
     start.record(&src_stream)?;
-    // SAFETY: both buffers hold `bytes` bytes and stay alive until `end` is
-    // done, or are leaked below when it never is.
+    // SAFETY: both buffers hold `bytes` bytes and stay alive until the copy
+    // is seen finished, or are leaked below when it is not.
     unsafe { driver.copy_peer_async(dst.ptr(), src.ptr(), bytes, src_stream.id())? };
-    end.record(&src_stream)?;
-    match driver.wait_event(end.id(), deadline) {
+    // From here on the copy may be queued: no way out frees the buffers
+    // before it is seen finished.
+    let in_flight = InFlight {
+        driver: driver.clone(),
+        src,
+        dst,
+        stream: src_stream,
+        events: [start, end],
+    };
+    if let Err(err) = in_flight.events[1].record(&in_flight.stream) {
+        in_flight.finish_or_leak(deadline);
+        return Err(err);
+    }
+    match driver.wait_event(in_flight.events[1].id(), deadline) {
         Ok(()) => {}
         Err(Error::Timeout { .. }) => {
-            // The copy may still write into `dst` (or read `src`) some day:
-            // freeing them would hand that memory to the next allocation.
             tracing::warn!("peer copy cuda:{from} -> cuda:{to} did not finish within {deadline:?}; leaking its buffers and stream");
-            src.leak();
-            dst.leak();
-            src_stream.leak();
-            start.leak();
-            end.leak();
+            in_flight.leak();
             return Ok(CopyOutcome::TimedOut);
         }
-        Err(other) => return Err(other),
+        Err(other) => {
+            in_flight.finish_or_leak(deadline);
+            return Err(other);
+        }
     }
+    let InFlight {
+        driver: _,
+        src: _src,
+        dst,
+        stream: _src_stream,
+        events: [start, end],
+    } = in_flight;
     let seconds = f64::from(driver.event_elapsed_ms(start.id(), end.id())?) / 1e3;
     let found = dst.read_to_vec(&dst_stream)?;
     Ok(match first_mismatch(&pattern, &found) {
@@ -70,6 +86,43 @@ pub(super) fn copy_and_compare(
             found,
         },
     })
+}
+
+/// The resources of a queued peer copy, until it is seen finished.
+struct InFlight {
+    driver: Arc<dyn Driver>,
+    src: DeviceBuffer,
+    dst: DeviceBuffer,
+    stream: Stream,
+    events: [Event; 2],
+}
+
+impl InFlight {
+    /// The copy may still write into `dst` (or read `src`) some day: freeing
+    /// them would hand that memory to the next allocation under the copy.
+    fn leak(self) {
+        self.src.leak();
+        self.dst.leak();
+        self.stream.leak();
+        for event in self.events {
+            event.leak();
+        }
+    }
+
+    /// After an error with the copy queued: waits (bounded by `deadline`)
+    /// for its stream, then frees everything; leaks it all if even that fails.
+    fn finish_or_leak(self, deadline: Duration) {
+        match self.driver.wait_stream(self.stream.id(), deadline) {
+            Ok(()) => drop(self),
+            Err(err) => {
+                tracing::warn!(
+                    "a probe copy on cuda:{} could not be waited for ({err}); leaking its buffers and stream",
+                    self.stream.device()
+                );
+                self.leak();
+            }
+        }
+    }
 }
 
 /// The best case of staging through pinned memory: the slower of a timed
@@ -106,8 +159,11 @@ fn time_on_stream(
     let end = Event::with_timing(driver, device)?;
     start.record(&stream)?;
     work(stream.id())?;
-    end.record(&stream)?;
-    stream.synchronize()?;
+    // The copy is queued: whatever fails now, wait for it before the
+    // caller's buffers can be freed (a synchronize that fails is tried again).
+    let recorded = end.record(&stream);
+    stream.synchronize().or_else(|_| stream.synchronize())?;
+    recorded?;
     Ok(f64::from(driver.event_elapsed_ms(start.id(), end.id())?) / 1e3)
 }
 

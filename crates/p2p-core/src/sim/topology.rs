@@ -54,6 +54,30 @@ const MIB: u64 = 1 << 20;
 /// Every mistake — bad TOML, an unknown key or fault, a peer naming a GPU
 /// that does not exist, a pair given twice — is an [`Error::Topology`] that
 /// names the file, line and column.
+///
+/// ```
+/// use std::path::Path;
+/// use p2p_core::sim::{Fault, Topology};
+///
+/// let text = r#"
+/// [[gpu]]
+/// [[gpu]]
+/// [[peer]]
+/// from = 0
+/// to = 1
+/// fault = "drop-tail"
+/// "#;
+/// let topology = Topology::parse(text, Path::new("two-gpus.toml"))?;
+/// assert_eq!(topology.gpus.len(), 2);
+/// assert_eq!(topology.peer(0, 1).map(|peer| peer.fault), Some(Fault::DropTail));
+/// assert!(topology.peer(1, 0).is_none()); // not claimed
+///
+/// let err = Topology::parse("[[gpu]]\n[[peer]]\nfrom = 0\nto = 5\n", Path::new("bad.toml"))
+///     .unwrap_err();
+/// println!("{err}"); // bad.toml:4:6: [[peer]] names gpu 5, but the file has 1 [[gpu]] table(s) ...
+/// assert!(err.to_string().starts_with("bad.toml:4:"));
+/// # Ok::<(), p2p_core::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct Topology {
     /// `[machine] name` (it seeds the GPUs' UUIDs, and so the cache fingerprint).
@@ -107,7 +131,8 @@ impl Topology {
         Topology::parse(&text, path)
     }
 
-    /// Parses and validates topology text; `path` only appears in error messages.
+    /// Parses and validates topology text (the format above); `path` only
+    /// appears in error messages. Errors are [`Error::Topology`].
     pub fn parse(text: &str, path: &Path) -> Result<Topology> {
         let file: TopologyFile = toml::from_str(text).map_err(|err| {
             let offset = err.span().map_or(0, |span| span.start);
