@@ -254,14 +254,18 @@ fn a_late_copy_holds_the_safe_copy_until_it_lands() {
 
 /// A late copy, then its `done` fence cannot be recorded (the Nth record
 /// fails): the safe copy fences the lane and holds until the copy lands.
-/// `failing` records fail: with two, the lane's fence cannot be recorded
-/// either and the stream itself is waited for.
-fn failure_after_a_late_copy(sim: Arc<SimDriver>, failing: &[u64]) {
+/// `records` lists the records that fail: with two, the lane's fence cannot
+/// be recorded either and the stream itself is waited for. `syncs` lists
+/// the stream synchronizations that fail: the fence's wait must still hold.
+fn failure_after_a_late_copy(sim: Arc<SimDriver>, records: &[u64], syncs: &[u64]) {
     let (mover, src, mut dst, data) = late_peer_mover(&sim);
     let driver = mover.driver().clone();
     // A peer move queues: record (work ahead), copy, record (done).
-    for &nth in failing {
+    for &nth in records {
         sim.fail_call(CallKind::Record, nth);
+    }
+    for &nth in syncs {
+        sim.fail_call(CallKind::Synchronize, nth);
     }
     assert!(mover.copy(&src, &mut dst).is_err(), "the record fails");
     assert_nothing_queued(&sim, "copy failing after a late copy");
@@ -270,12 +274,17 @@ fn failure_after_a_late_copy(sim: Arc<SimDriver>, failing: &[u64]) {
 
 #[test]
 fn a_failure_after_a_late_copy_holds_until_it_lands() {
-    for_each_seed(|sim| failure_after_a_late_copy(sim, &[2]));
+    for_each_seed(|sim| failure_after_a_late_copy(sim, &[2], &[]));
 }
 
 #[test]
 fn a_failure_without_events_after_a_late_copy_holds_until_it_lands() {
-    for_each_seed(|sim| failure_after_a_late_copy(sim, &[2, 3]));
+    for_each_seed(|sim| failure_after_a_late_copy(sim, &[2, 3], &[]));
+}
+
+#[test]
+fn a_failure_after_a_late_copy_holds_even_if_synchronize_fails() {
+    for_each_seed(|sim| failure_after_a_late_copy(sim, &[2], &[1]));
 }
 
 /// Slow work the caller queued ahead of a move is not the move hanging:
