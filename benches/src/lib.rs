@@ -1,5 +1,6 @@
 //! Shared helpers for the benchmarks of `p2p-move`: timing, byte patterns,
-//! the report table, raw driver baselines, and sub-ranges of device buffers.
+//! the report table, raw driver baselines, sub-ranges of device buffers, and
+//! the driver calls per kind of move counted on the simulated machine.
 //!
 //! The criterion CPU benchmarks live in `benches/benches/`; the GPU suite is
 //! [`gpu`], run by the `gpu-bench` binary (built into the `cargo xtask
@@ -7,9 +8,11 @@
 //! calls on real GPUs.
 
 pub mod cli;
+pub mod driver_calls;
 pub mod gpu;
 pub mod pattern;
 pub mod raw_baselines;
 pub mod raw_ranges;
 pub mod report;
+pub mod sim_moves;
 pub mod timing;

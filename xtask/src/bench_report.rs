@@ -44,6 +44,9 @@ runs.
 On CPUs, `cargo xtask bench` runs the criterion benchmarks of
 `benches/benches/` (the planner on an 8-GPU verdict matrix, and whole moves on
 the simulated machine): they measure the library's own overhead, not hardware.
+The `moves` bench also prints the driver calls of each kind of move next to our
+CPU time per move (`target/criterion/driver-calls.md`; the counts are committed
+in `benches/driver-calls.md`, which `cargo xtask test` checks).
 ";
 
 /// Reads every `*.tsv` under `dir`, sorted by file name.

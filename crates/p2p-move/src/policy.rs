@@ -47,6 +47,13 @@ pub struct Policy {
     /// to a quarter of the copy, down to `min_chunk_bytes`. Default
     /// [`Policy::DEFAULT_HOST_CHUNK_BYTES`].
     pub host_chunk_bytes: usize,
+    /// How many third GPUs the planner may ask about for a via route when a
+    /// pair is not verified, lowest ordinals first. Asking about a pair the
+    /// table does not know yet probes it, which creates contexts on GPUs the
+    /// caller never named: this bounds that (a plan that found no middle
+    /// says how many it asked). 0 turns via routes off like `allow_via`.
+    /// Default [`Policy::DEFAULT_MAX_VIA_MIDDLES`].
+    pub max_via_middles: usize,
 }
 
 impl Policy {
@@ -67,6 +74,9 @@ impl Policy {
 
     /// 16 MiB: see [`Policy::host_chunk_bytes`].
     pub const DEFAULT_HOST_CHUNK_BYTES: usize = 16 << 20;
+    /// 2: on an 8-GPU machine, a broken pair costs at most four more probes
+    /// (two legs through each of two middles) instead of twelve.
+    pub const DEFAULT_MAX_VIA_MIDDLES: usize = 2;
 
     /// The chunk size of a host route (to or from host memory) of `bytes`.
     pub fn host_chunk_bytes_for(&self, bytes: usize) -> usize {
@@ -125,6 +135,7 @@ impl Default for Policy {
             small_copy_bytes: Self::DEFAULT_SMALL_COPY_BYTES,
             min_chunk_bytes: Self::DEFAULT_MIN_CHUNK_BYTES,
             host_chunk_bytes: Self::DEFAULT_HOST_CHUNK_BYTES,
+            max_via_middles: Self::DEFAULT_MAX_VIA_MIDDLES,
         }
     }
 }

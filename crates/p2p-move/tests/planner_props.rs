@@ -78,6 +78,7 @@ fn policy() -> impl Strategy<Value = Policy> {
         any::<bool>(),
         small_copy_bytes,
         min_chunk_bytes,
+        0usize..=4,
     )
         .prop_map(
             |(
@@ -87,6 +88,7 @@ fn policy() -> impl Strategy<Value = Policy> {
                 allow_via,
                 small_copy_bytes,
                 min_chunk_bytes,
+                max_via_middles,
             )| Policy {
                 chunk_bytes,
                 pipeline_depth,
@@ -97,6 +99,7 @@ fn policy() -> impl Strategy<Value = Policy> {
                 // Tied to chunk_bytes, so a zero is the one error the
                 // properties expect for chunk sizes.
                 host_chunk_bytes: chunk_bytes,
+                max_via_middles,
             },
         )
 }
@@ -186,7 +189,9 @@ proptest! {
                     Route::Peer
                 } else if case.policy.allow_peer && case.policy.allow_via {
                     (0..case.device_count())
-                        .find(|&k| k != a && k != b && case.verified(a, k) && case.verified(k, b))
+                        .filter(|&k| k != a && k != b)
+                        .take(case.policy.max_via_middles)
+                        .find(|&k| case.verified(a, k) && case.verified(k, b))
                         .map_or(Route::Staged, |gpu| Route::Via { gpu })
                 } else {
                     Route::Staged

@@ -402,10 +402,34 @@ fn asks_only_about_pairs_it_may_use() {
     // 3 -> 5 broken: the search stops at the first middle that works, and
     // asks about a second leg only where the first one works.
     let partial = Recording::new(matrix(8, &[(3, 1), (3, 2), (2, 5)]));
+    let every_middle = Policy {
+        max_via_middles: 6,
+        ..fixed_chunks()
+    };
     assert_eq!(
-        partial.asked_for(gpu(3), gpu(5), &policy),
+        partial.asked_for(gpu(3), gpu(5), &every_middle),
         [(3, 5), (3, 0), (3, 1), (1, 5), (3, 2), (2, 5)]
     );
+    // By default it asks about two middles at most (each question may probe,
+    // and create contexts on, a GPU the caller never named), and says so.
+    assert_eq!(
+        partial.asked_for(gpu(3), gpu(5), &policy),
+        [(3, 5), (3, 0), (3, 1), (1, 5)]
+    );
+    let bounded = plan_ok(gpu(3), gpu(5), MIB, &partial, &policy);
+    assert_eq!(bounded.route, Route::Staged);
+    assert!(
+        bounded
+            .reason()
+            .contains("no verified third GPU among the 2 of 6 asked (max_via_middles)"),
+        "{}",
+        bounded.reason()
+    );
+    let none = Policy {
+        max_via_middles: 0,
+        ..fixed_chunks()
+    };
+    assert_eq!(partial.asked_for(gpu(3), gpu(5), &none), [(3, 5)]);
     let no_via = Policy {
         allow_via: false,
         ..fixed_chunks()

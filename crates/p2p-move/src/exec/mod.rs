@@ -106,7 +106,8 @@ impl Mover {
             events: EventPool::new(driver.clone()),
             streams: CopyStreams::new(driver.clone()),
             staging: StagingPool::new(driver.clone(), staging_bytes),
-            scratch: ScratchPool::new(driver.clone()),
+            // The same bound as the pinned pool's, on each middle GPU.
+            scratch: ScratchPool::new(driver.clone(), staging_bytes),
             grants: PoolGrants::new(driver.clone()),
             driver,
             table,

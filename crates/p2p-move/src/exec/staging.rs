@@ -5,7 +5,7 @@
 //! are parked behind the fence that ends that use. The count of pinned bytes
 //! always matches the live buffers: free, parked and handed out.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use p2p_core::memory::PinnedBuffer;
@@ -34,7 +34,8 @@ pub(crate) struct StagingPool {
 #[derive(Debug)]
 struct PoolState {
     buffers: Parked<PinnedBuffer>,
-    /// Bytes of live buffers: free + parked + handed out.
+    /// Bytes of live buffers (free + parked + handed out), and of buffers
+    /// being pinned with the lock released.
     allocated: usize,
 }
 
@@ -51,6 +52,10 @@ impl StagingPool {
     }
 
     /// `count` buffers of at least `len` bytes each.
+    ///
+    /// Pinning takes milliseconds, so it happens with the lock released:
+    /// the bytes are counted (reserved) first, so that two threads cannot
+    /// both pin past the bound, and given back for buffers that failed.
     pub(crate) fn acquire(&self, count: usize, len: usize) -> Result<Vec<PinnedBuffer>> {
         if count == 0 {
             return Ok(Vec::new());
@@ -61,8 +66,8 @@ impl StagingPool {
             .max(MIN_CLASS)
             .checked_next_power_of_two()
             .unwrap_or(len);
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::with_capacity(count);
+        let mut state = self.lock();
         let result = loop {
             state.buffers.reclaim();
             let free = state.buffers.free_mut();
@@ -72,25 +77,19 @@ impl StagingPool {
                     None => break,
                 }
             }
-            let bound = self.max_bytes.max(len * count);
-            let mut pinned = Ok(());
-            while out.len() < count && state.allocated + len <= bound {
-                match PinnedBuffer::new(&self.driver, len) {
-                    Ok(buffer) => {
-                        out.push(buffer);
-                        state.allocated += len;
-                    }
-                    Err(err) => {
-                        pinned = Err(err);
-                        break;
-                    }
-                }
-            }
-            if let Err(err) = pinned {
-                break Err(err);
-            }
             if out.len() == count {
                 break Ok(());
+            }
+            let bound = self.max_bytes.max(len * count);
+            let room = bound.saturating_sub(state.allocated) / len;
+            let wanted = (count - out.len()).min(room);
+            if wanted > 0 {
+                let pinned;
+                (state, pinned) = self.pin_unlocked(state, wanted, len, &mut out);
+                match pinned {
+                    Ok(()) => continue,
+                    Err(err) => break Err(err),
+                }
             }
             if !state.buffers.free().is_empty() {
                 // Free buffers that are too small: give them back to make room.
@@ -99,11 +98,10 @@ impl StagingPool {
                 continue;
             }
             // Wait a little for the oldest parked set, with the lock released.
-            let oldest = state.buffers.take_oldest();
-            if let Some((buffers, fence)) = oldest {
+            if let Some((buffers, fence)) = state.buffers.take_oldest() {
                 drop(state);
                 let fired = fence.wait(PARKED_WAIT).is_ok();
-                state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                state = self.lock();
                 if fired {
                     state.buffers.put_free(buffers);
                     continue;
@@ -113,18 +111,8 @@ impl StagingPool {
             }
             // Everything is handed out or busy: pin past the bound rather
             // than wait. The surplus is freed on release.
-            while out.len() < count {
-                match PinnedBuffer::new(&self.driver, len) {
-                    Ok(buffer) => {
-                        out.push(buffer);
-                        state.allocated += len;
-                    }
-                    Err(err) => {
-                        pinned = Err(err);
-                        break;
-                    }
-                }
-            }
+            let pinned;
+            (state, pinned) = self.pin_unlocked(state, count - out.len(), len, &mut out);
             break pinned;
         };
         match result {
@@ -136,6 +124,38 @@ impl StagingPool {
                 Err(err)
             }
         }
+    }
+
+    /// Pins `wanted` buffers of `len` bytes into `out` with the lock
+    /// released, their bytes counted beforehand; bytes of buffers that could
+    /// not be pinned are given back. Returns the lock again.
+    fn pin_unlocked<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, PoolState>,
+        wanted: usize,
+        len: usize,
+        out: &mut Vec<PinnedBuffer>,
+    ) -> (MutexGuard<'a, PoolState>, Result<()>) {
+        state.allocated += wanted * len;
+        drop(state);
+        let before = out.len();
+        let mut pinned = Ok(());
+        while out.len() - before < wanted {
+            match PinnedBuffer::new(&self.driver, len) {
+                Ok(buffer) => out.push(buffer),
+                Err(err) => {
+                    pinned = Err(err);
+                    break;
+                }
+            }
+        }
+        let mut state = self.lock();
+        state.allocated -= (wanted - (out.len() - before)) * len;
+        (state, pinned)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Returns buffers whose last use is the work before `done`.

@@ -183,8 +183,9 @@ impl fmt::Display for Plan {
 /// * host to GPU, GPU to host: [`Route::HostToDevice`], [`Route::DeviceToHost`].
 /// * GPU `a` to GPU `b`: [`Route::Peer`] if `policy.allow_peer` and `a -> b`
 ///   is verified; else [`Route::Via`] through the lowest-numbered GPU `k`
-///   (not `a`, not `b`) with `a -> k` and `k -> b` both verified, if
-///   `allow_peer` and `allow_via`; else [`Route::Staged`]. The lowest `k` is
+///   (not `a`, not `b`, among the first `policy.max_via_middles` of them)
+///   with `a -> k` and `k -> b` both verified, if `allow_peer` and
+///   `allow_via`; else [`Route::Staged`]. The lowest `k` is
 ///   chosen so that plans are deterministic; a topology-aware choice
 ///   (NVLink over PCIe, same switch, measured bandwidth) could come later.
 ///
@@ -279,20 +280,32 @@ fn choose_route(
     if verdicts.is_verified(a, b) {
         return (Route::Peer, Why::PeerVerified { src, dst });
     }
-    if !policy.allow_via {
+    if !policy.allow_via || policy.max_via_middles == 0 {
         return (Route::Staged, Why::NotVerifiedViaDisabled { src, dst });
     }
     let device_count = verdicts.device_count();
     if device_count < 3 {
         return (Route::Staged, Why::NotVerifiedNoThirdGpu { src, dst });
     }
-    // Lowest ordinal first, and `&&` short-circuits: the second leg is asked
-    // about only where the first one works.
+    // Lowest ordinal first, at most `max_via_middles` of them (asking means
+    // probing, on GPUs the caller never named), and `&&` short-circuits: the
+    // second leg is asked about only where the first one works.
+    let available = device_count - 2;
+    let asked = available.min(policy.max_via_middles);
     let middle = (0..device_count)
         .filter(|&k| k != a && k != b)
+        .take(asked)
         .find(|&k| verdicts.is_verified(a, k) && verdicts.is_verified(k, b));
     match middle {
         Some(gpu) => (Route::Via { gpu }, Why::ViaVerifiedMiddle { src, dst, gpu }),
-        None => (Route::Staged, Why::NotVerifiedNoVerifiedMiddle { src, dst }),
+        None => (
+            Route::Staged,
+            Why::NotVerifiedNoVerifiedMiddle {
+                src,
+                dst,
+                asked,
+                available,
+            },
+        ),
     }
 }

@@ -60,12 +60,17 @@ pub enum Why {
         /// The destination GPU.
         dst: Location,
     },
-    /// The pair is not verified and no third GPU has both legs verified.
+    /// The pair is not verified and no third GPU asked about has both legs
+    /// verified.
     NotVerifiedNoVerifiedMiddle {
         /// The source GPU.
         src: Location,
         /// The destination GPU.
         dst: Location,
+        /// How many third GPUs were asked about ([`crate::Policy::max_via_middles`]).
+        asked: usize,
+        /// How many third GPUs the machine has.
+        available: usize,
     },
     /// The pair is not verified; both legs through `gpu` are.
     ViaVerifiedMiddle {
@@ -103,7 +108,17 @@ impl fmt::Display for Why {
                 f,
                 "peer copy {src} -> {dst} not verified and no third GPU to go through: {STAGED}"
             ),
-            Why::NotVerifiedNoVerifiedMiddle { src, dst } => write!(
+            Why::NotVerifiedNoVerifiedMiddle {
+                src,
+                dst,
+                asked,
+                available,
+            } if asked < available => write!(
+                f,
+                "peer copy {src} -> {dst} not verified and no verified third GPU among the \
+                 {asked} of {available} asked (max_via_middles): {STAGED}"
+            ),
+            Why::NotVerifiedNoVerifiedMiddle { src, dst, .. } => write!(
                 f,
                 "peer copy {src} -> {dst} not verified and no verified third GPU: {STAGED}"
             ),
