@@ -4,6 +4,8 @@
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
+use bytemuck::Pod;
+
 use crate::{AllocKind, DeviceAddr, Driver, Error, EventId, Result, StreamId};
 
 /// Errors from `Drop` of the owning wrappers, kept until [`check_drop_errors`]
@@ -147,6 +149,26 @@ impl DeviceBuffer {
         Ok(())
     }
 
+    /// [`DeviceBuffer::read_to_vec`] as values of `T`. A buffer whose length
+    /// is not a whole number of `T`s is [`Error::SizeMismatch`].
+    pub fn read_to_vec_of<T: Pod>(&self, stream: &Stream) -> Result<Vec<T>> {
+        whole_elements::<T>(self.len)?;
+        let size = std::mem::size_of::<T>();
+        let bytes = self.read_to_vec(stream)?;
+        if size == 0 {
+            return Ok(Vec::new());
+        }
+        // A Vec<u8> is not aligned for T: copy into one that is.
+        let mut out = vec![T::zeroed(); self.len / size];
+        bytemuck::cast_slice_mut(&mut out).copy_from_slice(&bytes);
+        Ok(out)
+    }
+
+    /// [`DeviceBuffer::write_from_slice`] from values of `T`.
+    pub fn write_from_slice_of<T: Pod>(&mut self, data: &[T], stream: &Stream) -> Result<()> {
+        self.write_from_slice(bytemuck::cast_slice(data), stream)
+    }
+
     /// Gives up ownership without freeing: for memory that a hung copy may
     /// still write to, where freeing would let the driver reuse it under the copy.
     pub fn leak(self) -> DeviceAddr {
@@ -240,6 +262,19 @@ impl PinnedBuffer {
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: as above, and `&mut self` makes this the only access.
         unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+
+    /// The bytes as values of `T` (pinned memory is page-aligned). A length
+    /// that is not a whole number of `T`s is [`Error::SizeMismatch`].
+    pub fn as_slice_of<T: Pod>(&self) -> Result<&[T]> {
+        whole_elements::<T>(self.len)?;
+        bytemuck::try_cast_slice(self.as_slice()).map_err(|err| misaligned::<T>(err))
+    }
+
+    /// [`PinnedBuffer::as_slice_of`], for the host to write.
+    pub fn as_mut_slice_of<T: Pod>(&mut self) -> Result<&mut [T]> {
+        whole_elements::<T>(self.len)?;
+        bytemuck::try_cast_slice_mut(self.as_mut_slice()).map_err(|err| misaligned::<T>(err))
     }
 }
 
@@ -394,4 +429,25 @@ impl fmt::Debug for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("Event").field(&self.id).finish()
     }
+}
+
+/// `Ok` when `bytes` is a whole number of `T`s, else the mismatch (a typed
+/// view may not cut an element in two).
+fn whole_elements<T: Pod>(bytes: usize) -> Result<()> {
+    let size = std::mem::size_of::<T>();
+    if size == 0 || bytes % size == 0 {
+        Ok(())
+    } else {
+        Err(Error::SizeMismatch {
+            src_bytes: bytes,
+            dst_bytes: bytes - bytes % size,
+        })
+    }
+}
+
+fn misaligned<T>(err: bytemuck::PodCastError) -> Error {
+    Error::Unsupported(format!(
+        "a pinned buffer viewed as {}: {err:?}",
+        std::any::type_name::<T>()
+    ))
 }
