@@ -56,27 +56,11 @@ impl Driver for CudaDriver {
     }
 
     fn enable_peer_access(&self, accessor: usize, owner: usize) -> Result<()> {
-        self.check_device(accessor)?;
-        self.check_device(owner)?;
-        if accessor == owner {
-            return Ok(());
-        }
-        let owner_context = self.held_context(owner)?.cu_ctx();
-        let _bound = self.bind(accessor)?;
-        // SAFETY: both primary contexts are retained by us; the accessor's is current.
-        unsafe { ffi::peer::enable_access(owner_context) }
+        self.set_peer_access(accessor, owner, true)
     }
 
     fn disable_peer_access(&self, accessor: usize, owner: usize) -> Result<()> {
-        self.check_device(accessor)?;
-        self.check_device(owner)?;
-        if accessor == owner {
-            return Ok(());
-        }
-        let owner_context = self.held_context(owner)?.cu_ctx();
-        let _bound = self.bind(accessor)?;
-        // SAFETY: both primary contexts are retained by us; the accessor's is current.
-        unsafe { ffi::peer::disable_access(owner_context) }
+        self.set_peer_access(accessor, owner, false)
     }
 
     fn alloc_device(&self, device: usize, bytes: usize, kind: AllocKind) -> Result<DeviceAddr> {
@@ -201,21 +185,11 @@ impl Driver for CudaDriver {
     }
 
     fn create_event(&self, device: usize) -> Result<EventId> {
-        let _bound = self.bind(device)?;
-        let event = ffi::event::create(false)?;
-        Ok(EventId {
-            device,
-            raw: handle_to_raw(event),
-        })
+        self.new_event(device, false)
     }
 
     fn create_timing_event(&self, device: usize) -> Result<EventId> {
-        let _bound = self.bind(device)?;
-        let event = ffi::event::create(true)?;
-        Ok(EventId {
-            device,
-            raw: handle_to_raw(event),
-        })
+        self.new_event(device, true)
     }
 
     unsafe fn destroy_event(&self, event: EventId) -> Result<()> {
@@ -381,5 +355,36 @@ impl Driver for CudaDriver {
         let _bound = self.bind(stream.device)?;
         // SAFETY: as in `record_event`; raw 0 is the bound context's legacy stream.
         unsafe { ffi::stream::synchronize(raw_to_handle(stream.raw)) }
+    }
+}
+
+impl CudaDriver {
+    /// `cuCtxEnablePeerAccess` (`enable`) or `cuCtxDisablePeerAccess` in
+    /// `accessor`'s context for `owner`'s memory; nothing for a device and itself.
+    fn set_peer_access(&self, accessor: usize, owner: usize, enable: bool) -> Result<()> {
+        self.check_device(accessor)?;
+        self.check_device(owner)?;
+        if accessor == owner {
+            return Ok(());
+        }
+        let owner_context = self.held_context(owner)?.cu_ctx();
+        let _bound = self.bind(accessor)?;
+        if enable {
+            // SAFETY: both primary contexts are retained by us; the accessor's is current.
+            unsafe { ffi::peer::enable_access(owner_context) }
+        } else {
+            // SAFETY: as above.
+            unsafe { ffi::peer::disable_access(owner_context) }
+        }
+    }
+
+    /// An event on `device`, with timing only when it is asked for.
+    fn new_event(&self, device: usize, timing: bool) -> Result<EventId> {
+        let _bound = self.bind(device)?;
+        let event = ffi::event::create(timing)?;
+        Ok(EventId {
+            device,
+            raw: handle_to_raw(event),
+        })
     }
 }
