@@ -287,6 +287,13 @@ fn a_failure_after_a_late_copy_holds_even_if_synchronize_fails() {
     for_each_seed(|sim| failure_after_a_late_copy(sim, &[2], &[1]));
 }
 
+/// A lane fenced without an event is waited for by a synchronize: when that
+/// fails too, the safe copy still must not return before the late copy lands.
+#[test]
+fn a_failure_without_events_holds_even_if_synchronize_fails() {
+    for_each_seed(|sim| failure_after_a_late_copy(sim, &[2, 3], &[1]));
+}
+
 /// Slow work the caller queued ahead of a move is not the move hanging:
 /// the deadline counts from when it is done, for the host waits of a
 /// pageable download and for a transfer's wait.

@@ -408,7 +408,7 @@ impl Mover {
                         // Lanes fenced without an event were polled only
                         // up to the deadline: wait for them for good.
                         for stream in &failed.hung {
-                            let _ = shared.driver.synchronize_stream(*stream);
+                            transfer::hold_stream(shared.driver.as_ref(), *stream);
                         }
                         shared.staging.release_idle(slots);
                         shared.scratch.release_idle(scratch);

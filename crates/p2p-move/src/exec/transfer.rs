@@ -127,6 +127,22 @@ pub(crate) fn hold(fence: &Fence) {
     }
 }
 
+/// Blocks until everything queued on `stream` so far is done, for a safe
+/// API that must not return while a copy may still use borrowed memory: a
+/// failed synchronize is not the end of the work, so it polls the stream
+/// instead (as [`hold`] polls a fence).
+pub(crate) fn hold_stream(driver: &dyn p2p_core::Driver, stream: p2p_core::StreamId) {
+    if let Err(err) = driver.synchronize_stream(stream) {
+        tracing::error!(
+            "synchronizing a stream of cuda:{} after a failed move failed ({err}); polling it instead",
+            stream.device
+        );
+        while !matches!(driver.stream_done(stream), Ok(true)) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
 /// The end of a queued batch: every part's completion. Like [`Completion`],
 /// owns no memory and does not wait when dropped.
 #[derive(Debug, Default)]
