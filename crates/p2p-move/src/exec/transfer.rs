@@ -137,8 +137,10 @@ pub(crate) fn hold_stream(driver: &dyn p2p_core::Driver, stream: p2p_core::Strea
             "synchronizing a stream of cuda:{} after a failed move failed ({err}); polling it instead",
             stream.device
         );
-        while !matches!(driver.stream_done(stream), Ok(true)) {
-            std::thread::sleep(Duration::from_millis(1));
+        if driver.wait_stream(stream, Duration::MAX).is_err() {
+            while !matches!(driver.stream_done(stream), Ok(true)) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
     }
 }
