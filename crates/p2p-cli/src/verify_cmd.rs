@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use p2p_core::memory::{DeviceBuffer, PinnedBuffer, Stream};
+use p2p_core::pattern::first_mismatch;
 use p2p_core::sim::ReportKind;
 use p2p_core::{AllocKind, Driver, Location};
 use p2p_move::{format_size, MoveSource, MoveTarget, Mover, Policy};
@@ -196,10 +197,10 @@ pub(crate) fn run(
             let plan = mover.copy(src.source(), dst.target())?;
             *routes.entry(plan.route.name().to_string()).or_default() += 1;
             let found = dst.read(&driver)?;
-            if let Some(offset) = data.iter().zip(&found).position(|(a, b)| a != b) {
+            if let Some(mismatch) = first_mismatch(&data, &found) {
                 return Ok(Some(format!(
-                    "move {i}: {from} -> {to}, {len} bytes by {}: byte {offset} is {:#04x}, expected {:#04x}",
-                    plan.route, found[offset], data[offset]
+                    "move {i}: {from} -> {to}, {len} bytes by {}: {mismatch}",
+                    plan.route
                 )));
             }
             if src.read(&driver)? != data {

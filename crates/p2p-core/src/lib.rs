@@ -124,6 +124,7 @@ mod error;
 pub mod files;
 mod location;
 pub mod memory;
+pub mod pattern;
 mod peer_access;
 pub mod probe;
 pub mod sim;

@@ -88,6 +88,33 @@ impl DeviceBuffer {
         })
     }
 
+    /// A buffer on `stream`'s device holding a copy of `data`, written on
+    /// `stream` (blocking): [`DeviceBuffer::new`] and
+    /// [`DeviceBuffer::write_from_slice`] in one.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use p2p_core::memory::{DeviceBuffer, Stream};
+    /// use p2p_core::{AllocKind, Driver, SimDriver};
+    ///
+    /// let driver: Arc<dyn Driver> = Arc::new(SimDriver::builtin());
+    /// let stream = Stream::new(&driver, 1)?;
+    /// let buffer = DeviceBuffer::from_slice(&driver, b"bytes", AllocKind::Pool, &stream)?;
+    /// assert_eq!((buffer.device(), buffer.len()), (1, 5));
+    /// assert_eq!(buffer.read_to_vec(&stream)?, b"bytes");
+    /// # Ok::<(), p2p_core::Error>(())
+    /// ```
+    pub fn from_slice(
+        driver: &Arc<dyn Driver>,
+        data: &[u8],
+        kind: AllocKind,
+        stream: &Stream,
+    ) -> Result<Self> {
+        let mut buffer = DeviceBuffer::new(driver, stream.device(), data.len(), kind)?;
+        buffer.write_from_slice(data, stream)?;
+        Ok(buffer)
+    }
+
     /// The start of the buffer, for the driver's `unsafe` calls; valid
     /// while `self` lives.
     pub fn ptr(&self) -> DeviceAddr {

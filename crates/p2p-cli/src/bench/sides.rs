@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use p2p_core::memory::{DeviceBuffer, PinnedBuffer, Stream};
+use p2p_core::pattern;
 use p2p_core::{AllocKind, Driver};
 use p2p_move::{MoveSource, MoveTarget};
 
@@ -78,20 +79,11 @@ impl Side {
 
     /// The first byte that differs from `expected`, if any.
     fn mismatch(&self, expected: &[u8]) -> p2p_core::Result<Option<(usize, u8, u8)>> {
-        let first = |found: &[u8]| -> Option<(usize, u8, u8)> {
-            if found == expected {
-                return None;
-            }
-            let offset = found
-                .iter()
-                .zip(expected)
-                .position(|(f, e)| f != e)
-                .unwrap_or(found.len().min(expected.len()));
-            Some((
-                offset,
-                expected.get(offset).copied().unwrap_or(0),
-                found.get(offset).copied().unwrap_or(0),
-            ))
+        let first = |found: &[u8]| {
+            pattern::first_mismatch(expected, found).map(|m| {
+                let (want, got) = (m.expected.unwrap_or(0), m.found.unwrap_or(0));
+                (m.offset, want, got)
+            })
         };
         Ok(match self {
             Side::Device(buffer, stream) => first(&buffer.read_to_vec(stream)?),
@@ -276,18 +268,10 @@ impl Drop for Legs {
     }
 }
 
-/// `len` bytes of a pattern that is neither zeros nor a constant, nor the
-/// same for two seeds (xorshift64*, eight bytes at a time).
+/// `len` bytes of the pattern of `seed` ([`pattern::fill`]).
 fn pattern(len: usize, seed: u64) -> p2p_core::Result<Vec<u8>> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut out = host_bytes(len, 0)?;
-    for chunk in out.chunks_mut(8) {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        let word = state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
-        chunk.copy_from_slice(&word[..chunk.len()]);
-    }
+    pattern::fill(&mut out, seed);
     Ok(out)
 }
 

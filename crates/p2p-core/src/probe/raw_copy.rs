@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{first_mismatch, probe_pattern};
 use crate::memory::{DeviceBuffer, Event, PinnedBuffer, Stream};
+use crate::pattern::{self, first_mismatch, Mismatch};
 use crate::{AllocKind, Driver, Error, Result};
 
 pub(super) enum CopyOutcome {
@@ -29,7 +29,7 @@ pub(super) fn copy_and_compare(
     seed: u64,
     deadline: Duration,
 ) -> Result<CopyOutcome> {
-    let pattern = probe_pattern(bytes, seed);
+    let pattern = pattern::bytes(bytes, seed);
     let poison: Vec<u8> = pattern.iter().map(|b| !b).collect();
     let mut src = DeviceBuffer::new(driver, from, bytes, AllocKind::Plain)?;
     let mut dst = DeviceBuffer::new(driver, to, bytes, AllocKind::Plain)?;
@@ -80,10 +80,15 @@ pub(super) fn copy_and_compare(
     let found = dst.read_to_vec(&dst_stream)?;
     Ok(match first_mismatch(&pattern, &found) {
         None => CopyOutcome::Correct { seconds },
-        Some((offset, expected, found)) => CopyOutcome::Corrupt {
+        // `found` has the pattern's length, so both bytes are there.
+        Some(Mismatch {
             offset,
             expected,
             found,
+        }) => CopyOutcome::Corrupt {
+            offset: offset as u64,
+            expected: expected.unwrap_or_default(),
+            found: found.unwrap_or_default(),
         },
     })
 }

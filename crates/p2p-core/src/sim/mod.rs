@@ -10,7 +10,8 @@
 //! A [`Topology`] (see [`Topology`] for the TOML format, or
 //! [`BUILTIN_TOPOLOGY`]) lists the GPUs in ordinal order and the ordered
 //! pairs the driver claims peer access for, with their speed and [`Fault`].
-//! A pair with no `[[peer]]` entry is not claimed.
+//! A pair with no `[[peer]]` entry is not claimed. Tests can build one in
+//! code instead ([`Topology::with_gpus`], [`Topology::fully_connected`]).
 //!
 //! # Deferred streams and the scheduler
 //!
@@ -32,7 +33,8 @@
 //! across streams. [`SimOptions`] sets the seed (default: `P2P_SIM_SEED`,
 //! else [`DEFAULT_SEED`]); the same seed and the same calls give the same
 //! schedule, and [`SimDriver::check_clean`] prints the seed to replay.
-//! [`seeds`] is the list of seeds a test should sweep. [`Execution::Eager`]
+//! [`seeds`] is the list of seeds a test should sweep, and [`for_each_seed`]
+//! sweeps them, checking every machine clean. [`Execution::Eager`]
 //! runs everything runnable after every call instead (fast, and blind).
 //! [`SimDriver::settle`] runs everything runnable now.
 //!
@@ -182,8 +184,10 @@ mod options;
 mod race;
 mod report;
 mod scheduler;
+mod sweep;
 mod timeline;
 mod topology;
+mod topology_build;
 #[cfg(test)]
 mod topology_tests;
 
@@ -199,6 +203,7 @@ pub use options::{
     env_seed, seeds, Execution, SimOptions, DEFAULT_SEED, DEFAULT_SEED_COUNT, SEEDS_ENV, SEED_ENV,
 };
 pub use report::{AccessKind, Actor, ReportKind, SimProblems, SimReport};
+pub use sweep::{for_each_seed, SeedRun};
 pub use timeline::{
     HOST_LAUNCH_NS, LOCAL_GBPS, LOCAL_LAUNCH_NS, PEER_LAUNCH_NS, POLL_NS, UNGRANTED_POOL_SLOWDOWN,
 };

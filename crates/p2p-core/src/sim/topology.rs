@@ -319,15 +319,15 @@ impl TopologyFile {
                 }
             };
             let host_gbps = speed("host_gbps", gpu.host_gbps.as_ref(), DEFAULT_HOST_GBPS)?;
+            let mut spec = GpuSpec::default_for(&machine_name, ordinal);
+            if let Some(name) = &gpu.name {
+                spec.name = name.clone();
+            }
             gpus.push(GpuSpec {
-                name: gpu
-                    .name
-                    .clone()
-                    .unwrap_or_else(|| format!("Simulated GPU {ordinal}")),
-                uuid: sim_uuid(&machine_name, ordinal),
                 pci_bus_id,
                 memory_mib,
                 host_gbps,
+                ..spec
             });
         }
 
@@ -410,6 +410,20 @@ impl TopologyFile {
     }
 }
 
+impl GpuSpec {
+    /// GPU `ordinal` of machine `machine_name` with every default of the
+    /// file format: what a `[[gpu]]` table with no keys describes.
+    pub(super) fn default_for(machine_name: &str, ordinal: usize) -> GpuSpec {
+        GpuSpec {
+            name: format!("Simulated GPU {ordinal}"),
+            uuid: sim_uuid(machine_name, ordinal),
+            pci_bus_id: format!("0000:{ordinal:02x}:00.0"),
+            memory_mib: DEFAULT_MEMORY_MIB,
+            host_gbps: DEFAULT_HOST_GBPS,
+        }
+    }
+}
+
 /// A speed in GB/s, which must be a positive finite number.
 fn speed(
     key: &str,
@@ -458,7 +472,7 @@ fn is_pci_bus_id(text: &str) -> bool {
 
 /// A UUID-shaped name that depends only on the machine name and the ordinal,
 /// so that a topology file gives the same cache fingerprint on every run.
-fn sim_uuid(machine_name: &str, ordinal: usize) -> String {
+pub(super) fn sim_uuid(machine_name: &str, ordinal: usize) -> String {
     // FNV-1a, written out: std's hashers do not promise stable output across releases.
     fn fnv1a(seed: u64, parts: &[&[u8]]) -> u64 {
         let mut hash = 0xcbf2_9ce4_8422_2325 ^ seed;
