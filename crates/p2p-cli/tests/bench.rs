@@ -1,83 +1,20 @@
 //! `p2p bench`, `p2p env` and `p2p probe --exit-code` end to end, on small simulated machines with broken pairs.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod support;
+
+use std::process::Output;
 
 use serde_json::Value;
+use support::{json, p2p_command, test_machine, text, topology};
 
-/// Three GPUs: 0 <-> 1 healthy; 0 -> 2 claimed and delivers zeros, 2 -> 0
-/// healthy; 1 and 2 not claimed either way.
-const THREE: &str = r#"
-[machine]
-name = "3 sim GPUs, one broken direction"
-[[gpu]]
-name = "Sim A"
-pci = "0000:01:00.0"
-[[gpu]]
-name = "Sim B"
-pci = "0000:02:00.0"
-[[gpu]]
-name = "Sim C"
-pci = "0000:03:00.0"
-[[peer]]
-from = 0
-to = 1
-both = true
-gbps = 100.0
-[[peer]]
-from = 0
-to = 2
-fault = "zeros"
-[[peer]]
-from = 2
-to = 0
-"#;
-
-/// Two GPUs whose peer path works both ways.
-const HEALTHY: &str = r#"
-[machine]
-name = "2 healthy sim GPUs"
-[[gpu]]
-[[gpu]]
-[[peer]]
-from = 0
-to = 1
-both = true
-"#;
-
-fn write_topology(dir: &Path, name: &str, text: &str) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("write topology");
-    path.display().to_string()
-}
-
-/// Runs `p2p` with a private cache folder and a short probe deadline.
+/// Runs `p2p` with a private cache folder, a short probe deadline and
+/// every GPU of the machine visible.
 fn p2p(args: &[&str]) -> Output {
     let cache = tempfile::tempdir().expect("temp dir");
-    Command::new(env!("CARGO_BIN_EXE_p2p"))
-        .args(args)
-        .env("P2P_CACHE_DIR", cache.path())
-        .env("P2P_PROBE_TIMEOUT_MS", "200")
-        .env_remove("P2P_DISABLE")
-        .env_remove("P2P_REPROBE")
-        .env_remove("P2P_NO_CACHE")
+    p2p_command(args, cache.path())
         .env_remove("CUDA_VISIBLE_DEVICES")
         .output()
         .expect("run p2p")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn json(output: &Output) -> Value {
-    assert!(output.status.success(), "{}", text(output));
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|err| panic!("{err}: {}", text(output)))
 }
 
 fn case<'a>(doc: &'a Value, name: &str) -> &'a Value {
@@ -133,8 +70,7 @@ fn bench_lists_its_cases() {
 
 #[test]
 fn bench_on_a_machine_with_broken_pairs() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let sim = write_topology(dir.path(), "three.toml", THREE);
+    let sim = test_machine("three.toml");
     let output = p2p(&[
         "bench",
         "--json",
@@ -239,8 +175,7 @@ fn bench_on_a_machine_with_broken_pairs() {
 
 #[test]
 fn bench_text_defaults_pair_and_bad_arguments() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let sim = write_topology(dir.path(), "three.toml", THREE);
+    let sim = test_machine("three.toml");
     let output = p2p(&[
         "bench",
         "--sim",
@@ -309,8 +244,7 @@ fn bench_text_defaults_pair_and_bad_arguments() {
 
 #[test]
 fn env_vetoes_claimed_broken_pairs() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let sim = write_topology(dir.path(), "three.toml", THREE);
+    let sim = test_machine("three.toml");
     let output = p2p(&["env", "--sim", &sim]);
     assert!(output.status.success(), "{}", text(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -342,7 +276,7 @@ fn env_vetoes_claimed_broken_pairs() {
     assert_eq!(doc["vetoed_pairs"][0]["from"], 0);
     assert_eq!(doc["vetoed_pairs"][0]["to"], 2);
 
-    let healthy = write_topology(dir.path(), "healthy.toml", HEALTHY);
+    let healthy = test_machine("two-healthy.toml");
     let doc = json(&p2p(&["env", "--json", "--sim", &healthy]));
     assert_eq!(doc["settings"]["NCCL_P2P_DISABLE"], Value::Null);
     assert_eq!(doc["settings"]["CUDA_VISIBLE_DEVICES"], "0,1");
@@ -350,20 +284,11 @@ fn env_vetoes_claimed_broken_pairs() {
 
 #[test]
 fn env_on_the_four_gpu_topology_offers_every_largest_set() {
-    let sim: PathBuf = [
-        env!("CARGO_MANIFEST_DIR"),
-        "..",
-        "..",
-        "topologies",
-        "rtx4090x4.toml",
-    ]
-    .iter()
-    .collect();
     let doc = json(&p2p(&[
         "env",
         "--json",
         "--sim",
-        &sim.display().to_string(),
+        &topology("rtx4090x4.toml"),
     ]));
     // 0 <-> 1 and 2 <-> 3 are broken: four pairs of two GPUs remain.
     assert_eq!(
@@ -375,9 +300,8 @@ fn env_on_the_four_gpu_topology_offers_every_largest_set() {
 
 #[test]
 fn probe_exit_code_says_whether_a_claimed_pair_is_broken() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let three = write_topology(dir.path(), "three.toml", THREE);
-    let healthy = write_topology(dir.path(), "healthy.toml", HEALTHY);
+    let three = test_machine("three.toml");
+    let healthy = test_machine("two-healthy.toml");
     assert_eq!(
         p2p(&["probe", "--sim", &three, "--exit-code"])
             .status

@@ -1,41 +1,17 @@
 //! The `p2p` binary end to end, on simulated machines (and on whatever this machine has).
 
-use std::path::PathBuf;
+mod support;
+
 use std::process::{Command, Output};
 
 use serde_json::Value;
-
-fn topology(name: &str) -> String {
-    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "..", "..", "topologies", name]
-        .iter()
-        .collect();
-    path.display().to_string()
-}
+use support::{json, p2p_command, run_watched, topology, write_file};
 
 /// Runs `p2p` with a private cache folder and a short probe deadline.
 fn p2p(args: &[&str]) -> (Output, tempfile::TempDir) {
     let cache = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_p2p"))
-        .args(args)
-        .env("P2P_CACHE_DIR", cache.path())
-        .env("P2P_PROBE_TIMEOUT_MS", "200")
-        .env_remove("P2P_DISABLE")
-        .env_remove("P2P_REPROBE")
-        .env_remove("P2P_NO_CACHE")
-        .output()
-        .unwrap();
+    let output = p2p_command(args, cache.path()).output().unwrap();
     (output, cache)
-}
-
-fn json(output: &Output) -> Value {
-    assert!(
-        output.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
 }
 
 fn pair(doc: &Value, from: u64, to: u64) -> &Value {
@@ -118,13 +94,13 @@ fn every_fault_gives_its_reason() {
 #[test]
 fn disabled_pairs_show_as_disabled() {
     let cache = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_p2p"))
-        .args(["probe", "--json", "--sim", &topology("every-fault.toml")])
-        .env("P2P_CACHE_DIR", cache.path())
-        .env("P2P_PROBE_TIMEOUT_MS", "200")
-        .env("P2P_DISABLE", "0<->1")
-        .output()
-        .unwrap();
+    let output = p2p_command(
+        &["probe", "--json", "--sim", &topology("every-fault.toml")],
+        cache.path(),
+    )
+    .env("P2P_DISABLE", "0<->1")
+    .output()
+    .unwrap();
     let doc = json(&output);
     assert_eq!(pair(&doc, 0, 1)["verdict"], "disabled");
     assert_eq!(pair(&doc, 1, 0)["reason"], "disabled-by-policy");
@@ -234,13 +210,9 @@ fn bad_input_gets_a_clear_error() {
     assert!(!output.status.success());
 
     let dir = tempfile::tempdir().unwrap();
-    let bad = dir.path().join("bad.toml");
-    std::fs::write(
-        &bad,
-        "[[gpu]]\nname = \"x\"\n\n[[peer]]\nfrom = 0\nto = 7\n",
-    )
-    .unwrap();
-    let (output, _cache) = p2p(&["probe", "--sim", bad.to_str().unwrap()]);
+    let text = "[[gpu]]\nname = \"x\"\n\n[[peer]]\nfrom = 0\nto = 7\n";
+    let bad = write_file(dir.path(), "bad.toml", text);
+    let (output, _cache) = p2p(&["probe", "--sim", &bad]);
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("bad.toml:"), "names the file: {stderr}");
@@ -250,49 +222,9 @@ fn bad_input_gets_a_clear_error() {
 /// of hanging if it runs for more than 60 s.
 fn p2p_with(args: &[&str], env: &[(&str, &str)]) -> (Output, tempfile::TempDir) {
     let cache = tempfile::tempdir().unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_p2p"));
-    command
-        .args(args)
-        .env("P2P_CACHE_DIR", cache.path())
-        .env("P2P_PROBE_TIMEOUT_MS", "200")
-        .env_remove("P2P_DISABLE")
-        .env_remove("P2P_REPROBE")
-        .env_remove("P2P_NO_CACHE")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    let mut child = command.spawn().unwrap();
-    // Read both pipes on threads, so a full pipe never stalls the child.
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut stdout, &mut bytes).map(|_| bytes)
-    });
-    let err = std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut stderr, &mut bytes).map(|_| bytes)
-    });
-    let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > std::time::Duration::from_secs(60) {
-            child.kill().unwrap();
-            panic!("p2p {args:?} hung");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    let output = Output {
-        status,
-        stdout: out.join().unwrap().unwrap(),
-        stderr: err.join().unwrap().unwrap(),
-    };
-    (output, cache)
+    let mut command = p2p_command(args, cache.path());
+    command.envs(env.iter().copied());
+    (run_watched(command, &format!("p2p {args:?}")), cache)
 }
 
 /// Fails unless `p2p` exited 1 and its stderr says each of `needles`.
@@ -311,9 +243,8 @@ fn values_that_cannot_work_are_refused_by_name() {
         ("empty.toml", ""),
         ("comments.toml", "# just a comment\n\n# and another\n"),
     ] {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        let (output, _cache) = p2p_with(&["probe", "--sim", path.to_str().unwrap()], &[]);
+        let path = write_file(dir.path(), name, text);
+        let (output, _cache) = p2p_with(&["probe", "--sim", &path], &[]);
         refused(&output, &[name, "no GPU"]);
     }
     let sim = topology("every-fault.toml");
@@ -386,11 +317,7 @@ fn warnings_carry_no_colour_codes_into_a_pipe() {
     let (output, cache) = p2p_with(&["probe", "--json", "--sim", &sim], &[]);
     let path = json(&output)["cache_file"].as_str().unwrap().to_string();
     std::fs::write(&path, "{ not json").unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_p2p"))
-        .args(["probe", "--json", "--sim", &sim])
-        .env("P2P_CACHE_DIR", cache.path())
-        .env("P2P_PROBE_TIMEOUT_MS", "200")
-        .env_remove("P2P_DISABLE")
+    let output = p2p_command(&["probe", "--json", "--sim", &sim], cache.path())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -407,13 +334,9 @@ fn warnings_carry_no_colour_codes_into_a_pipe() {
 #[test]
 fn names_from_a_topology_are_printed_escaped() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("evil.toml");
-    std::fs::write(
-        &path,
-        "[machine]\nname = \"evil\\u001b[2J\\nFORGED LINE\"\n[[gpu]]\nname = \"gpu\\rX\"\n[[gpu]]\n",
-    )
-    .unwrap();
-    let (output, _cache) = p2p_with(&["probe", "--sim", path.to_str().unwrap()], &[]);
+    let text = "[machine]\nname = \"evil\\u001b[2J\\nFORGED LINE\"\n[[gpu]]\nname = \"gpu\\rX\"\n[[gpu]]\n";
+    let path = write_file(dir.path(), "evil.toml", text);
+    let (output, _cache) = p2p_with(&["probe", "--sim", &path], &[]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}");
     assert!(
@@ -441,17 +364,13 @@ fn special_files_as_topology_are_refused() {
 #[test]
 fn text_probe_of_a_big_machine_shows_every_cell() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("big.toml");
     let mut text = String::from("[machine]\nname = \"big\"\n");
     for _ in 0..300 {
         text.push_str("[[gpu]]\n");
     }
     text.push_str("[[peer]]\nfrom = 298\nto = 299\n");
-    std::fs::write(&path, text).unwrap();
-    let (output, _cache) = p2p_with(
-        &["probe", "--sim", path.to_str().unwrap()],
-        &[("P2P_NO_CACHE", "1")],
-    );
+    let path = write_file(dir.path(), "big.toml", text);
+    let (output, _cache) = p2p_with(&["probe", "--sim", &path], &[("P2P_NO_CACHE", "1")]);
     assert!(output.status.success());
     let stdout = String::from_utf8_lossy(&output.stdout);
     let row = stdout

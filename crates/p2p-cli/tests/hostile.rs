@@ -4,65 +4,26 @@
 //! an abort or a hang; and `p2p env`, whose output is made for `eval`,
 //! never lets input become a shell command.
 
+mod support;
+
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
-fn topology(name: &str) -> String {
-    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "..", "..", "topologies", name]
-        .iter()
-        .collect();
-    path.display().to_string()
-}
+use support::{p2p_command, run_watched, topology, write_file};
 
-/// Runs `p2p` with a private cache folder, a short probe deadline and
-/// `env` on top; kills it and fails the test after 60 s.
+/// Runs `p2p` with a private cache folder, a short probe deadline, no
+/// cache use and `env` on top; kills it and fails the test after 60 s.
 fn p2p(args: &[&str], env: &[(&str, &OsStr)]) -> Output {
     let cache = tempfile::tempdir().unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_p2p"));
+    let mut command = p2p_command(args, cache.path());
     command
-        .args(args)
-        .env("P2P_CACHE_DIR", cache.path())
         .env("P2P_PROBE_TIMEOUT_MS", "100")
         .env("P2P_NO_CACHE", "1")
-        .env_remove("P2P_DISABLE")
-        .env_remove("P2P_REPROBE")
         .env_remove("CUDA_VISIBLE_DEVICES")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    let mut child = command.spawn().unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut stdout, &mut bytes).map(|_| bytes)
-    });
-    let err = std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut stderr, &mut bytes).map(|_| bytes)
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            child.kill().unwrap();
-            panic!("p2p {args:?} hung");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Output {
-        status,
-        stdout: out.join().unwrap().unwrap(),
-        stderr: err.join().unwrap().unwrap(),
-    }
+        .envs(env.iter().copied());
+    run_watched(command, &format!("p2p {args:?}"))
 }
 
 /// Neither a panic nor a signal (an abort, a stack overflow).
@@ -87,12 +48,6 @@ fn refused(output: &Output, what: &str, needles: &[&str]) {
     for needle in needles {
         assert!(stderr.contains(needle), "{what}: no {needle:?} in {stderr}");
     }
-}
-
-fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, bytes).unwrap();
-    path.display().to_string()
 }
 
 #[test]
@@ -299,11 +254,11 @@ fn odd_topology_files() {
     let d = dir.path();
     let cases: Vec<(String, &[&str])> = vec![
         (
-            write(d, "many.toml", "[[gpu]]\n".repeat(20_000).as_bytes()),
+            write_file(d, "many.toml", "[[gpu]]\n".repeat(20_000).as_bytes()),
             &["20000 GPUs", "1024"],
         ),
         (
-            write(
+            write_file(
                 d,
                 "nested.toml",
                 format!("a = {}{}", "[".repeat(100_000), "]".repeat(100_000)).as_bytes(),
@@ -311,11 +266,11 @@ fn odd_topology_files() {
             &["nested.toml"],
         ),
         (
-            write(d, "binary.toml", b"\xff\xfe\x00[[gpu]]"),
+            write_file(d, "binary.toml", b"\xff\xfe\x00[[gpu]]"),
             &["binary.toml", "UTF-8"],
         ),
         (
-            write(
+            write_file(
                 d,
                 "negative.toml",
                 b"[[gpu]]\n[[gpu]]\n[[peer]]\nfrom = -1\nto = 1\n",
@@ -323,7 +278,7 @@ fn odd_topology_files() {
             &["negative.toml:"],
         ),
         (
-            write(
+            write_file(
                 d,
                 "huge.toml",
                 b"[[gpu]]\n[[gpu]]\n[[peer]]\nfrom = 0\nto = 99999999999999999999\n",
@@ -331,11 +286,11 @@ fn odd_topology_files() {
             &["huge.toml:"],
         ),
         (
-            write(d, "nan.toml", b"[[gpu]]\nhost_gbps = nan\n"),
+            write_file(d, "nan.toml", b"[[gpu]]\nhost_gbps = nan\n"),
             &["nan.toml:", "NaN"],
         ),
         (
-            write(
+            write_file(
                 d,
                 "inf.toml",
                 b"[[gpu]]\n[[gpu]]\n[[peer]]\nfrom = 0\nto = 1\ngbps = inf\n",
@@ -343,12 +298,15 @@ fn odd_topology_files() {
             &["inf.toml:"],
         ),
         (
-            write(d, "self.toml", b"[[gpu]]\n[[peer]]\nfrom = 0\nto = 0\n"),
+            write_file(d, "self.toml", b"[[gpu]]\n[[peer]]\nfrom = 0\nto = 0\n"),
             &["self.toml:"],
         ),
-        (write(d, "type.toml", b"gpu = \"four\"\n"), &["type.toml:"]),
         (
-            write(
+            write_file(d, "type.toml", b"gpu = \"four\"\n"),
+            &["type.toml:"],
+        ),
+        (
+            write_file(
                 d,
                 "late.toml",
                 b"[[gpu]]\n[[gpu]]\n[[peer]]\nfrom = 0\nto = 1\nfault = \"late\"\n",
@@ -370,7 +328,7 @@ fn odd_topology_files() {
         ("empty-gpu.toml", "[[gpu]]\nmemory_mib = 0\n[[gpu]]\n[[peer]]\nfrom = 0\nto = 1\n"),
         ("nul.toml", "[[gpu]]\nname = \"a\\u0000b\"\n"),
     ] {
-        let path = write(d, name, text.as_bytes());
+        let path = write_file(d, name, text.as_bytes());
         for args in [
             &["probe", "--sim", &path][..],
             &["verify", "--sim", &path, "--moves", "6", "--max-bytes", "64KiB"],
@@ -410,7 +368,7 @@ fn env_output_never_runs_input_as_commands() {
     let marker = dir.path().join("PWNED");
     let m = marker.display().to_string();
     // A machine name with a line break, from a topology file.
-    let named = write(
+    let named = write_file(
         dir.path(),
         "named.toml",
         format!(

@@ -3,57 +3,32 @@
 //! verdicts that should not last. Every test runs over every schedule seed
 //! and ends with the simulator's clean check.
 
-mod sim_support;
+mod support;
 
 use std::path::Path;
-use std::sync::{mpsc, Arc, Barrier};
+use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use p2p_core::cache::{Fingerprint, VerdictCache};
 use p2p_core::memory::DeviceBuffer;
-use p2p_core::sim::Fault;
-use p2p_core::{
-    AllocKind, CacheSetting, Config, Driver, Error, PeerTable, ProbeOptions, Reason, SimDriver,
-    RETRY_BACKOFF_FIRST,
-};
-use sim_support::for_each_seed;
+use p2p_core::sim::{Fault, PeerSpec, SimDriver, Topology};
+use p2p_core::{AllocKind, Config, Driver, Error, PeerTable, Reason, RETRY_BACKOFF_FIRST};
+use support::{for_each_seed, quick_config, within_20s};
 
 /// Five GPUs: 0 <-> 1 and 0 <-> 2 work, 0 -> 3 hangs, 1 -> 3 cannot be enabled,
 /// 2 -> 3 and 3 -> 4 work; GPU 4 has 1 MiB of memory.
-const MACHINE: &str = r#"
-[machine]
-name = "cache tests"
-
-[[gpu]]
-[[gpu]]
-[[gpu]]
-[[gpu]]
-[[gpu]]
-memory_mib = 1
-
-[[peer]]
-from = 0
-to = 1
-both = true
-[[peer]]
-from = 0
-to = 2
-both = true
-[[peer]]
-from = 0
-to = 3
-fault = "hang"
-[[peer]]
-from = 1
-to = 3
-fault = "enable-fails"
-[[peer]]
-from = 2
-to = 3
-[[peer]]
-from = 3
-to = 4
-"#;
+fn topology() -> Topology {
+    let mut topology = Topology::with_gpus(5)
+        .named("cache tests")
+        .with_pair(0, 1)
+        .with_pair(0, 2)
+        .with_fault(0, 3, Fault::Hang)
+        .with_fault(1, 3, Fault::EnableFails)
+        .with_peer(PeerSpec::new(2, 3))
+        .with_peer(PeerSpec::new(3, 4));
+    topology.gpus[4].memory_mib = 1;
+    topology
+}
 
 /// The eight distinct pairs of the concurrent writers (none hangs).
 const EIGHT_PAIRS: [(usize, usize); 8] = [
@@ -67,26 +42,9 @@ const EIGHT_PAIRS: [(usize, usize); 8] = [
     (3, 4),
 ];
 
-/// A machine that does no work, for its fingerprint.
-fn idle(text: &str) -> SimDriver {
-    SimDriver::from_toml_str(text, Path::new("t.toml")).unwrap()
-}
-
-fn cached(dir: &Path) -> Config {
-    Config {
-        cache: CacheSetting::Dir(dir.to_path_buf()),
-        probe: ProbeOptions {
-            deadline: Duration::from_millis(200),
-            pattern_bytes: 256 << 10,
-            thorough: false,
-            thorough_bytes: 1 << 20,
-        },
-        ..Config::default()
-    }
-}
-
-fn file_of(dir: &Path, text: &str) -> VerdictCache {
-    VerdictCache::new(dir, Fingerprint::of(&idle(text)))
+/// The cache file of `topology` in `dir` (its fingerprint from a machine that does no work).
+fn file_of(dir: &Path, topology: &Topology) -> VerdictCache {
+    VerdictCache::new(dir, Fingerprint::of(&SimDriver::new(topology.clone())))
 }
 
 #[test]
@@ -100,9 +58,9 @@ fn eight_concurrent_writers_keep_all_eight_verdicts() {
                 .map(|&(from, to)| {
                     let (barrier, dir) = (barrier.clone(), dir.path().to_path_buf());
                     // Each "process" has its own machine and table.
-                    let machine = s.sim_of(MACHINE);
+                    let machine = s.machine(&topology());
                     std::thread::spawn(move || {
-                        let table = PeerTable::new(machine, cached(&dir));
+                        let table = PeerTable::new(machine, quick_config(Some(&dir)));
                         barrier.wait();
                         table.verdict(from, to).unwrap();
                     })
@@ -111,7 +69,7 @@ fn eight_concurrent_writers_keep_all_eight_verdicts() {
             for writer in writers {
                 writer.join().unwrap();
             }
-            let mut kept: Vec<_> = file_of(dir.path(), MACHINE)
+            let mut kept: Vec<_> = file_of(dir.path(), &topology())
                 .load()
                 .iter()
                 .map(|e| (e.verdict.from, e.verdict.to))
@@ -128,25 +86,25 @@ fn eight_concurrent_writers_keep_all_eight_verdicts() {
 fn a_reprobe_is_not_undone_by_a_stale_writer() {
     for_each_seed(|s| {
         let dir = tempfile::tempdir().unwrap();
-        PeerTable::new(s.sim_of(MACHINE), cached(dir.path()))
+        PeerTable::new(s.machine(&topology()), quick_config(Some(dir.path())))
             .verdict(0, 1)
             .unwrap();
         // A long-lived process read `0 -> 1 verified` at its start.
-        let stale = PeerTable::new(s.sim_of(MACHINE), cached(dir.path()));
+        let stale = PeerTable::new(s.machine(&topology()), quick_config(Some(dir.path())));
         assert!(stale.verdict(0, 1).unwrap().is_verified());
         // Then the pair broke and another process re-probed it.
-        let broken = s.sim_of(MACHINE);
+        let broken = s.machine(&topology());
         broken.set_peer_fault(0, 1, Fault::Zeros).unwrap();
         let reprobe = Config {
             reprobe: true,
-            ..cached(dir.path())
+            ..quick_config(Some(dir.path()))
         };
         std::thread::sleep(Duration::from_millis(5)); // a later time stamp
         let fresh = PeerTable::new(broken, reprobe);
         assert!(!fresh.verdict(0, 1).unwrap().is_verified());
         // The stale process writes again (a new pair): its old entry must lose.
         stale.verdict(0, 2).unwrap();
-        let entries = file_of(dir.path(), MACHINE).load();
+        let entries = file_of(dir.path(), &topology()).load();
         let entry = entries
             .iter()
             .find(|e| (e.verdict.from, e.verdict.to) == (0, 1))
@@ -165,15 +123,11 @@ fn a_reprobe_is_not_undone_by_a_stale_writer() {
 fn probe_all_writes_the_cache_once() {
     for_each_seed(|s| {
         let dir = tempfile::tempdir().unwrap();
-        let mut text = String::from("[machine]\nname = \"thirty\"\n");
-        for _ in 0..30 {
-            text.push_str("[[gpu]]\n");
-        }
-        text.push_str("[[peer]]\nfrom = 0\nto = 1\nboth = true\n");
-        let table = PeerTable::new(s.sim_of(&text), cached(dir.path()));
+        let thirty = Topology::with_gpus(30).named("thirty").with_pair(0, 1);
+        let table = PeerTable::new(s.machine(&thirty), quick_config(Some(dir.path())));
         assert_eq!(table.probe_all().unwrap().len(), 30 * 29);
         assert_eq!(table.cache_writes(), 1, "one write for the whole batch");
-        assert_eq!(file_of(dir.path(), &text).load().len(), 30 * 29);
+        assert_eq!(file_of(dir.path(), &thirty).load().len(), 30 * 29);
         table.probe_all().unwrap();
         assert_eq!(table.cache_writes(), 1, "nothing new, nothing written");
     });
@@ -183,7 +137,7 @@ fn probe_all_writes_the_cache_once() {
 fn temp_files_of_killed_writers_are_removed() {
     for_each_seed(|s| {
         let dir = tempfile::tempdir().unwrap();
-        let table = PeerTable::new(s.sim_of(MACHINE), cached(dir.path()));
+        let table = PeerTable::new(s.machine(&topology()), quick_config(Some(dir.path())));
         let name = table
             .cache_path()
             .unwrap()
@@ -209,7 +163,7 @@ fn temp_files_of_killed_writers_are_removed() {
 fn transient_verdicts_expire_from_the_cache() {
     for_each_seed(|s| {
         let dir = tempfile::tempdir().unwrap();
-        let first = PeerTable::new(s.sim_of(MACHINE), cached(dir.path()));
+        let first = PeerTable::new(s.machine(&topology()), quick_config(Some(dir.path())));
         assert!(matches!(
             first.verdict(0, 3).unwrap().reason,
             Reason::Timeout { .. }
@@ -220,7 +174,7 @@ fn transient_verdicts_expire_from_the_cache() {
         ));
         assert!(first.verdict(0, 1).unwrap().is_verified());
         let path = first.cache_path().unwrap().to_path_buf();
-        let entries = file_of(dir.path(), MACHINE).load();
+        let entries = file_of(dir.path(), &topology()).load();
         for entry in &entries {
             assert_eq!(
                 entry.expires_ms.is_some(),
@@ -237,8 +191,8 @@ fn transient_verdicts_expire_from_the_cache() {
             }
         }
         std::fs::write(&path, doc.to_string()).unwrap();
-        let machine = s.sim_of(MACHINE);
-        let later = PeerTable::new(machine.clone(), cached(dir.path()));
+        let machine = s.machine(&topology());
+        let later = PeerTable::new(machine.clone(), quick_config(Some(dir.path())));
         assert!(later.verdict(0, 1).unwrap().is_verified(), "kept");
         let before = machine.stats().enable_calls;
         assert!(matches!(
@@ -265,11 +219,14 @@ fn transient_verdicts_expire_from_the_cache() {
 #[test]
 fn a_failed_probe_is_remembered_and_retried_after_a_backoff() {
     for_each_seed(|s| {
-        let machine = s.sim_of(MACHINE);
+        let machine = s.machine(&topology());
         let driver: Arc<dyn Driver> = machine.clone();
         // GPU 4 is nearly full: the probe's 256 KiB destination does not fit.
         let hog = DeviceBuffer::new(&driver, 4, 900 << 10, AllocKind::Plain).unwrap();
-        let table = PeerTable::new(driver.clone(), cached(tempfile::tempdir().unwrap().path()));
+        let table = PeerTable::new(
+            driver.clone(),
+            quick_config(Some(tempfile::tempdir().unwrap().path())),
+        );
         assert!(matches!(
             table.verdict(3, 4),
             Err(Error::OutOfMemory { .. })
@@ -305,16 +262,13 @@ fn a_failed_probe_is_remembered_and_retried_after_a_backoff() {
 fn editing_a_fault_makes_another_machine() {
     for_each_seed(|s| {
         let dir = tempfile::tempdir().unwrap();
-        let first = PeerTable::new(s.sim_of(MACHINE), cached(dir.path()));
+        let first = PeerTable::new(s.machine(&topology()), quick_config(Some(dir.path())));
         assert!(first.verdict(2, 3).unwrap().is_verified());
         // Same machine name, same GPUs: only the pair's fault differs.
-        let edited = MACHINE.replace(
-            "from = 2\nto = 3\n",
-            "from = 2\nto = 3\nfault = \"zeros\"\n",
-        );
-        assert_ne!(edited, MACHINE);
-        let machine = s.sim_of(&edited);
-        let second = PeerTable::new(machine.clone(), cached(dir.path()));
+        let edited = topology().with_fault(2, 3, Fault::Zeros);
+        assert_ne!(edited, topology());
+        let machine = s.machine(&edited);
+        let second = PeerTable::new(machine.clone(), quick_config(Some(dir.path())));
         assert_ne!(second.cache_path(), first.cache_path());
         assert!(matches!(
             second.verdict(2, 3).unwrap().reason,
@@ -327,15 +281,15 @@ fn editing_a_fault_makes_another_machine() {
 fn a_cached_verified_is_checked_before_it_is_trusted() {
     for_each_seed(|s| {
         let dir = tempfile::tempdir().unwrap();
-        let first = PeerTable::new(s.sim_of(MACHINE), cached(dir.path()));
+        let first = PeerTable::new(s.machine(&topology()), quick_config(Some(dir.path())));
         assert!(first.verdict(0, 1).unwrap().is_verified());
         assert!(first.verdict(0, 2).unwrap().is_verified());
 
         // The same machine, but the paths broke in a way no fingerprint sees.
-        let machine = s.sim_of(MACHINE);
+        let machine = s.machine(&topology());
         machine.set_peer_fault(0, 1, Fault::Corrupt).unwrap();
         machine.set_peer_fault(0, 2, Fault::Hang).unwrap();
-        let second = PeerTable::new(machine.clone(), cached(dir.path()));
+        let second = PeerTable::new(machine.clone(), quick_config(Some(dir.path())));
         assert!(matches!(
             second.verdict(0, 1).unwrap().reason,
             Reason::Corrupt { .. }
@@ -350,7 +304,7 @@ fn a_cached_verified_is_checked_before_it_is_trusted() {
             1,
             "a check copy that hangs is the verdict: no second hang"
         );
-        let entries = file_of(dir.path(), MACHINE).load();
+        let entries = file_of(dir.path(), &topology()).load();
         let reason = |pair| {
             entries
                 .iter()
@@ -362,23 +316,12 @@ fn a_cached_verified_is_checked_before_it_is_trusted() {
     });
 }
 
-/// Runs `work` on a thread and fails the test if it takes more than 20 s:
-/// a read that blocks on a FIFO must show as a failure, not a hung test.
-fn within_20s<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
-    let (done, wait) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done.send(work());
-    });
-    wait.recv_timeout(Duration::from_secs(20))
-        .expect("hung on a special file")
-}
-
 #[cfg(unix)]
 #[test]
 fn special_files_as_the_cache_are_refused() {
     for_each_seed(|s| {
         let dir = tempfile::tempdir().unwrap();
-        let path = PeerTable::new(s.sim_of(MACHINE), cached(dir.path()))
+        let path = PeerTable::new(s.machine(&topology()), quick_config(Some(dir.path())))
             .cache_path()
             .unwrap()
             .to_path_buf();
@@ -388,9 +331,9 @@ fn special_files_as_the_cache_are_refused() {
             .expect("mkfifo runs");
         assert!(made.success());
         let dir_path = dir.path().to_path_buf();
-        let machine = s.sim_of(MACHINE);
+        let machine = s.machine(&topology());
         let verified = within_20s(move || {
-            let table = PeerTable::new(machine, cached(&dir_path));
+            let table = PeerTable::new(machine, quick_config(Some(&dir_path)));
             table.verdict(0, 1).unwrap().is_verified()
         });
         assert!(verified, "probed instead of reading the FIFO");
@@ -402,7 +345,7 @@ fn special_files_as_the_cache_are_refused() {
         std::fs::remove_file(&path).unwrap();
         std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
         let dir_path = dir.path().to_path_buf();
-        let loaded = within_20s(move || file_of(&dir_path, MACHINE).load().len());
+        let loaded = within_20s(move || file_of(&dir_path, &topology()).load().len());
         assert_eq!(loaded, 0, "/dev/zero is not read");
     });
 }

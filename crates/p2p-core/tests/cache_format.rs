@@ -1,8 +1,7 @@
 //! Every verdict the probe can produce survives the cache file unchanged.
 
-use std::path::Path;
-
 use p2p_core::cache::{now_ms, CachedVerdict, Fingerprint, VerdictCache, TRANSIENT_TTL};
+use p2p_core::sim::Topology;
 use p2p_core::{PeerVerdict, Reason, SimDriver};
 use proptest::prelude::*;
 
@@ -42,7 +41,7 @@ fn reason() -> impl Strategy<Value = Reason> {
 /// The simulated machine of the cache files: 64 GPUs, so that every pair
 /// of the strategies below is a pair of its devices.
 fn machine() -> SimDriver {
-    SimDriver::from_toml_str(&"[[gpu]]\n".repeat(64), Path::new("t.toml")).unwrap()
+    SimDriver::new(Topology::with_gpus(64))
 }
 
 /// Entries a writer of ours can produce: two distinct devices of the

@@ -5,28 +5,13 @@
 //! Every test needs two GPUs and fails, never passes, with fewer.
 #![cfg(feature = "cuda-tests")]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use p2p_core::memory::{DeviceBuffer, Stream};
-use p2p_core::{
-    AllocKind, CacheSetting, Config, CudaDriver, Driver, PeerAccess, PeerTable, ProbeOptions,
-    Reason,
-};
-
-/// The backend with two GPUs or more, or a failure that says why not.
-fn two_gpu_driver() -> Arc<dyn Driver> {
-    let driver: Arc<dyn Driver> = match CudaDriver::new() {
-        Ok(driver) => Arc::new(driver),
-        Err(err) => panic!("these tests need a CUDA GPU: {err}"),
-    };
-    assert!(
-        driver.device_count() >= 2,
-        "needs two GPUs: this machine shows {}",
-        driver.device_count()
-    );
-    driver
-}
+use p2p_core::{CacheSetting, Config, Driver, PeerAccess, PeerTable, ProbeOptions, Reason};
+use support::cuda::two_gpu_driver;
 
 fn config() -> Config {
     Config {
@@ -38,24 +23,9 @@ fn config() -> Config {
     }
 }
 
-/// Another library's `cuMemcpyPeerAsync` from `from` to `to`: whether the bytes arrived.
+/// Another library's `cuMemcpyPeerAsync` of 8 MiB from `from` to `to`: whether the bytes arrived.
 fn foreign_copy_is_correct(driver: &Arc<dyn Driver>, from: usize, to: usize) -> bool {
-    let len = 8 << 20;
-    let data = p2p_core::probe::probe_pattern(len, 0xC0FFEE);
-    let mut src = DeviceBuffer::new(driver, from, len, AllocKind::Plain).unwrap();
-    let mut dst = DeviceBuffer::new(driver, to, len, AllocKind::Plain).unwrap();
-    let src_stream = Stream::new(driver, from).unwrap();
-    let dst_stream = Stream::new(driver, to).unwrap();
-    src.write_from_slice(&data, &src_stream).unwrap();
-    dst.write_from_slice(&vec![0x5A; len], &dst_stream).unwrap();
-    // SAFETY: both buffers hold `len` bytes and outlive the synchronize.
-    unsafe {
-        driver
-            .copy_peer_async(dst.ptr(), src.ptr(), len, src_stream.id())
-            .unwrap()
-    };
-    src_stream.synchronize().unwrap();
-    dst.read_to_vec(&dst_stream).unwrap() == data
+    support::foreign_copy_is_correct(driver, (from, to), 8 << 20)
 }
 
 #[test]

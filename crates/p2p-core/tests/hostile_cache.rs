@@ -3,32 +3,25 @@
 //! and folders. Each costs at most a probe, never a panic, a hang, or a
 //! verdict the machine does not earn; and the next write leaves a good file.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc};
-use std::time::Duration;
+use std::sync::Arc;
 
 use p2p_core::cache::{now_ms, CachedVerdict, Fingerprint, VerdictCache, CACHE_FORMAT};
-use p2p_core::sim::{SimDriver, SimOptions, Topology};
-use p2p_core::{CacheSetting, Config, PeerTable, PeerVerdict, ProbeOptions, Reason};
+use p2p_core::sim::{Fault, SimDriver, Topology};
+use p2p_core::{Config, PeerTable, PeerVerdict, Reason};
 use serde_json::{json, Value};
+use support::{tiny_config, within_20s};
 
 /// 0 <-> 1 healthy, 1 -> 2 delivers zeros, 2 -> 1 and the pairs with 0 and
 /// 2 not claimed.
-const MACHINE: &str = r#"
-[machine]
-name = "hostile cache"
-[[gpu]]
-[[gpu]]
-[[gpu]]
-[[peer]]
-from = 0
-to = 1
-both = true
-[[peer]]
-from = 1
-to = 2
-fault = "zeros"
-"#;
+fn topology() -> Topology {
+    Topology::with_gpus(3)
+        .named("hostile cache")
+        .with_pair(0, 1)
+        .with_fault(1, 2, Fault::Zeros)
+}
 
 /// What a clean probe of each ordered pair finds.
 fn expected(from: usize, to: usize) -> &'static str {
@@ -40,21 +33,11 @@ fn expected(from: usize, to: usize) -> &'static str {
 }
 
 fn machine() -> Arc<SimDriver> {
-    let topology = Topology::parse(MACHINE, Path::new("hostile.toml")).unwrap();
-    Arc::new(SimDriver::with_options(topology, SimOptions::default()))
+    Arc::new(SimDriver::new(topology()))
 }
 
 fn config(dir: &Path) -> Config {
-    Config {
-        cache: CacheSetting::Dir(dir.to_path_buf()),
-        probe: ProbeOptions {
-            deadline: Duration::from_millis(50),
-            pattern_bytes: 4 << 10,
-            thorough: false,
-            thorough_bytes: 8 << 10,
-        },
-        ..Config::default()
-    }
+    tiny_config(Some(dir))
 }
 
 fn cache_of(dir: &Path) -> VerdictCache {
@@ -63,16 +46,6 @@ fn cache_of(dir: &Path) -> VerdictCache {
 
 fn cache_path(dir: &Path) -> PathBuf {
     cache_of(dir).path().to_path_buf()
-}
-
-/// Runs `work` on a thread and fails if it takes more than 20 s.
-fn within_20s<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
-    let (done, wait) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done.send(work());
-    });
-    wait.recv_timeout(Duration::from_secs(20))
-        .expect("hung (or panicked) on a hostile cache")
 }
 
 /// A table on a fresh machine over `dir`: every pair's verdict as a clean
@@ -265,9 +238,7 @@ fn another_format_or_machine_is_ignored_and_replaced() {
     file_is_good_again(dir.path());
 
     // Another machine's fingerprint under this machine's file name.
-    let other = Topology::parse(&MACHINE.replace("hostile cache", "other"), Path::new("o"))
-        .map(SimDriver::new)
-        .unwrap();
+    let other = SimDriver::new(topology().named("other"));
     let doc = json!({
         "format": CACHE_FORMAT,
         "fingerprint": serde_json::to_value(Fingerprint::of(&other)).unwrap(),

@@ -10,67 +10,39 @@
 //! known). The schedule is seeded, so the calls before the failing one are
 //! those of the clean run.
 
-mod sim_support;
+mod support;
 
 use std::path::Path;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use p2p_core::cache::{Fingerprint, VerdictCache};
-use p2p_core::sim::{seeds, CallCounts, CallKind, SimDriver, SimOptions, Topology};
-use p2p_core::{
-    probe_pair, AllocKind, CacheSetting, Config, Driver, PeerTable, PeerVerdict, ProbeOptions,
-    Reason, StreamId,
-};
+use p2p_core::sim::{seeds, CallCounts, CallKind, Fault, SimDriver, Topology};
+use p2p_core::{probe_pair, AllocKind, Config, Driver, PeerTable, PeerVerdict, Reason, StreamId};
+use support::{seeded, tiny_config, tiny_probes};
 
 /// 0 <-> 1 healthy; 1 -> 2 delivers zeros and 0 -> 2 hangs (their reverses
 /// are not claimed, so nothing else opens their path).
-const MACHINE: &str = r#"
-[machine]
-name = "hostile faults"
-[[gpu]]
-[[gpu]]
-[[gpu]]
-[[peer]]
-from = 0
-to = 1
-both = true
-[[peer]]
-from = 1
-to = 2
-fault = "zeros"
-[[peer]]
-from = 0
-to = 2
-fault = "hang"
-"#;
+fn topology() -> Topology {
+    Topology::with_gpus(3)
+        .named("hostile faults")
+        .with_pair(0, 1)
+        .with_fault(1, 2, Fault::Zeros)
+        .with_fault(0, 2, Fault::Hang)
+}
 
 const BROKEN: [(usize, usize); 2] = [(1, 2), (0, 2)];
 const HUNG: (usize, usize) = (0, 2);
 
-fn options(thorough: bool) -> ProbeOptions {
-    ProbeOptions {
-        deadline: Duration::from_millis(50),
-        pattern_bytes: 4 << 10,
-        thorough,
-        thorough_bytes: 8 << 10,
-    }
-}
-
 fn config(dir: Option<&Path>, thorough: bool) -> Config {
     Config {
-        cache: dir.map_or(CacheSetting::Off, |d| CacheSetting::Dir(d.to_path_buf())),
-        probe: options(thorough),
-        ..Config::default()
+        probe: tiny_probes(thorough),
+        ..tiny_config(dir)
     }
 }
 
 fn machine(seed: u64) -> Arc<SimDriver> {
-    let topology = Topology::parse(MACHINE, Path::new("hostile.toml")).unwrap();
-    Arc::new(SimDriver::with_options(
-        topology,
-        SimOptions::default().seed(seed),
-    ))
+    seeded(topology(), seed)
 }
 
 /// One run of an operation: its machine, and the failure planned in it.
@@ -215,7 +187,7 @@ fn check_machine(run: &Run, verdicts: &[PeerVerdict]) {
 fn probe_one(run: &Run, from: usize, to: usize, thorough: bool) {
     let driver: Arc<dyn Driver> = run.sim.clone();
     run.arm();
-    let result = probe_pair(&driver, from, to, &options(thorough));
+    let result = probe_pair(&driver, from, to, &tiny_probes(thorough));
     drop(driver);
     if run.failing.is_none() {
         let verdict = result.as_ref().expect("the clean probe succeeds");

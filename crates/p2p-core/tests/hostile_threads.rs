@@ -5,46 +5,28 @@
 //! after a downgrade, a readable cache with the newest word on every pair,
 //! and nothing reported by the simulators.
 
+mod support;
+
 use std::path::Path;
 use std::sync::{mpsc, Arc, Barrier};
 use std::time::Duration;
 
 use p2p_core::cache::{Fingerprint, VerdictCache};
-use p2p_core::sim::{seeds, SimDriver, SimOptions, Topology};
-use p2p_core::{CacheSetting, Config, PeerTable, ProbeOptions, Reason};
+use p2p_core::sim::{seeds, Fault, PeerSpec, SimDriver, Topology};
+use p2p_core::{Config, PeerTable, Reason};
+use support::{seeded, tiny_config};
 
 /// 0, 1, 2 reach each other; 2 -> 3 delivers zeros, 1 -> 3 hangs, 3 -> 2 works.
-const MACHINE: &str = r#"
-[machine]
-name = "hostile threads"
-[[gpu]]
-[[gpu]]
-[[gpu]]
-[[gpu]]
-[[peer]]
-from = 0
-to = 1
-both = true
-[[peer]]
-from = 0
-to = 2
-both = true
-[[peer]]
-from = 1
-to = 2
-both = true
-[[peer]]
-from = 2
-to = 3
-fault = "zeros"
-[[peer]]
-from = 1
-to = 3
-fault = "hang"
-[[peer]]
-from = 3
-to = 2
-"#;
+fn topology() -> Topology {
+    Topology::with_gpus(4)
+        .named("hostile threads")
+        .with_pair(0, 1)
+        .with_pair(0, 2)
+        .with_pair(1, 2)
+        .with_fault(2, 3, Fault::Zeros)
+        .with_fault(1, 3, Fault::Hang)
+        .with_peer(PeerSpec::new(3, 2))
+}
 
 const BROKEN: [(usize, usize); 2] = [(2, 3), (1, 3)];
 const DOWNGRADED: (usize, usize) = (0, 1);
@@ -53,24 +35,11 @@ const RECHECKED: [(usize, usize); 3] = [(0, 2), (2, 0), (3, 2)];
 const THREADS: usize = 16;
 
 fn machine(seed: u64) -> Arc<SimDriver> {
-    let topology = Topology::parse(MACHINE, Path::new("threads.toml")).unwrap();
-    Arc::new(SimDriver::with_options(
-        topology,
-        SimOptions::default().seed(seed),
-    ))
+    seeded(topology(), seed)
 }
 
 fn config(dir: &Path) -> Config {
-    Config {
-        cache: CacheSetting::Dir(dir.to_path_buf()),
-        probe: ProbeOptions {
-            deadline: Duration::from_millis(50),
-            pattern_bytes: 4 << 10,
-            thorough: false,
-            thorough_bytes: 8 << 10,
-        },
-        ..Config::default()
-    }
+    tiny_config(Some(dir))
 }
 
 fn pairs() -> impl Iterator<Item = (usize, usize)> {

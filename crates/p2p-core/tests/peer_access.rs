@@ -3,78 +3,29 @@
 //! and a move's downgrade closes its pair at once. Every test runs over
 //! every schedule seed and ends with the simulator's clean check.
 
-mod sim_support;
+mod support;
 
-use std::path::Path;
 use std::sync::{Arc, Barrier};
-use std::time::Duration;
 
-use p2p_core::memory::{DeviceBuffer, Stream};
-use p2p_core::{
-    AllocKind, CacheSetting, Config, Driver, Error, PeerAccess, PeerTable, ProbeOptions, Reason,
-};
-use sim_support::for_each_seed;
+use p2p_core::sim::{builtin_topology, Topology};
+use p2p_core::{Driver, Error, PeerAccess, PeerTable, Reason};
+use support::{for_each_seed, quick_config};
 
-fn quick_config() -> Config {
-    Config {
-        probe: ProbeOptions {
-            deadline: Duration::from_millis(200),
-            pattern_bytes: 256 << 10,
-            thorough: false,
-            thorough_bytes: 1 << 20,
-        },
-        ..Config::default()
-    }
-}
-
-fn cached_config(dir: &Path) -> Config {
-    Config {
-        cache: CacheSetting::Dir(dir.to_path_buf()),
-        ..quick_config()
-    }
-}
-
-/// Two GPUs, both directions claimed and working.
-const PAIR: &str = r#"
-[[gpu]]
-[[gpu]]
-[[peer]]
-from = 0
-to = 1
-both = true
-"#;
-
-/// What another library in the process does: a plain `cuMemcpyPeerAsync`
-/// from `from` to `to`, trusting the driver. Whether the bytes arrived.
+/// What another library's copy from `from` to `to` finds (64 KiB).
 fn foreign_copy_is_correct(driver: &Arc<dyn Driver>, from: usize, to: usize) -> bool {
-    let len = 64 << 10;
-    let data = p2p_core::probe::probe_pattern(len, 0xF0_4E16);
-    let mut src = DeviceBuffer::new(driver, from, len, AllocKind::Plain).unwrap();
-    let mut dst = DeviceBuffer::new(driver, to, len, AllocKind::Plain).unwrap();
-    let src_stream = Stream::new(driver, from).unwrap();
-    let dst_stream = Stream::new(driver, to).unwrap();
-    src.write_from_slice(&data, &src_stream).unwrap();
-    dst.write_from_slice(&vec![0xEE; len], &dst_stream).unwrap();
-    // SAFETY: both buffers hold `len` bytes and outlive the synchronize.
-    unsafe {
-        driver
-            .copy_peer_async(dst.ptr(), src.ptr(), len, src_stream.id())
-            .unwrap()
-    };
-    src_stream.synchronize().unwrap();
-    dst.read_to_vec(&dst_stream).unwrap() == data
+    support::foreign_copy_is_correct(driver, (from, to), 64 << 10)
 }
 
 #[test]
 fn probing_a_broken_direction_leaves_it_closed() {
     for_each_seed(|s| {
-        let sim = s.builtin();
+        let sim = s.machine(&builtin_topology());
         let driver: Arc<dyn Driver> = sim.clone();
         assert!(
             foreign_copy_is_correct(&driver, 2, 3),
             "before any probe the driver stages 2 -> 3"
         );
-        let table = PeerTable::new(driver.clone(), quick_config());
+        let table = PeerTable::new(driver.clone(), quick_config(None));
         assert!(matches!(
             table.verdict(2, 3).unwrap().reason,
             Reason::Corrupt { .. }
@@ -101,13 +52,16 @@ fn probing_a_broken_direction_leaves_it_closed() {
 fn a_cached_broken_reverse_is_not_enabled_when_loading() {
     for_each_seed(|s| {
         let dir = tempfile::tempdir().unwrap();
-        let first = PeerTable::new(s.builtin(), cached_config(dir.path()));
+        let first = PeerTable::new(
+            s.machine(&builtin_topology()),
+            quick_config(Some(dir.path())),
+        );
         assert!(first.verdict(3, 2).unwrap().is_verified());
         assert!(!first.verdict(2, 3).unwrap().is_verified());
         assert_eq!(first.peer_access().enabled(), vec![(3, 2)]);
 
-        let sim = s.builtin();
-        let second = PeerTable::new(sim.clone(), cached_config(dir.path()));
+        let sim = s.machine(&builtin_topology());
+        let second = PeerTable::new(sim.clone(), quick_config(Some(dir.path())));
         assert!(second.verdict(3, 2).unwrap().is_verified());
         assert!(!second.verdict(2, 3).unwrap().is_verified());
         assert_eq!(
@@ -123,7 +77,7 @@ fn a_cached_broken_reverse_is_not_enabled_when_loading() {
 #[test]
 fn peer_access_remembers_what_it_did() {
     for_each_seed(|s| {
-        let sim = s.sim_of(PAIR);
+        let sim = s.machine(&Topology::fully_connected(2));
         let access = PeerAccess::new(sim.clone());
         access.enable(0, 1).unwrap();
         access.enable(0, 1).unwrap();
@@ -165,9 +119,9 @@ fn peer_access_remembers_what_it_did() {
 fn downgrade_reroutes_closes_access_and_caches_a_transient_verdict() {
     for_each_seed(|s| {
         let dir = tempfile::tempdir().unwrap();
-        let sim = s.sim_of(PAIR);
+        let sim = s.machine(&Topology::fully_connected(2));
         let driver: Arc<dyn Driver> = sim.clone();
-        let table = PeerTable::new(driver.clone(), cached_config(dir.path()));
+        let table = PeerTable::new(driver.clone(), quick_config(Some(dir.path())));
         assert!(table.is_verified(0, 1));
         assert!(table.peer_access().is_enabled(0, 1));
         let timeout = Reason::Timeout { after_ms: 500 };
@@ -189,8 +143,8 @@ fn downgrade_reroutes_closes_access_and_caches_a_transient_verdict() {
         // (Asked only now: the simulator lets an open 1 -> 0 carry 0 -> 1 copies too.)
         assert!(table.is_verified(1, 0), "the other direction is untouched");
 
-        let later_sim = s.sim_of(PAIR);
-        let later = PeerTable::new(later_sim.clone(), cached_config(dir.path()));
+        let later_sim = s.machine(&Topology::fully_connected(2));
+        let later = PeerTable::new(later_sim.clone(), quick_config(Some(dir.path())));
         assert_eq!(later.verdict(0, 1).unwrap().reason, timeout, "cached");
         assert_eq!(later_sim.stats().peer_copies_between(0, 1), 0, "not probed");
         let cache = p2p_core::cache::VerdictCache::new(
@@ -212,7 +166,7 @@ fn downgrade_reroutes_closes_access_and_caches_a_transient_verdict() {
 #[test]
 fn downgrade_refuses_what_is_not_a_downgrade() {
     for_each_seed(|s| {
-        let table = PeerTable::new(s.sim_of(PAIR), quick_config());
+        let table = PeerTable::new(s.machine(&Topology::fully_connected(2)), quick_config(None));
         assert!(matches!(
             table.downgrade(0, 1, Reason::Verified),
             Err(Error::Unsupported(_))
@@ -235,7 +189,10 @@ fn downgrade_refuses_what_is_not_a_downgrade() {
 #[test]
 fn downgrades_and_lookups_from_many_threads_agree() {
     for_each_seed(|s| {
-        let table = Arc::new(PeerTable::new(s.sim_of(PAIR), quick_config()));
+        let table = Arc::new(PeerTable::new(
+            s.machine(&Topology::fully_connected(2)),
+            quick_config(None),
+        ));
         let barrier = Arc::new(Barrier::new(8));
         let handles: Vec<_> = (0..8)
             .map(|i| {

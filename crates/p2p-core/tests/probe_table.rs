@@ -1,90 +1,38 @@
 //! The probe, the verdict table and the cache, on simulated machines: each
 //! reason arises from its fault, pairs are probed once, caches survive and fail safely.
 
-mod sim_support;
+mod support;
 
-use std::path::Path;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use p2p_core::{
-    CacheSetting, Config, DisabledPairs, Driver, Error, PairState, PeerTable, ProbeOptions, Reason,
-};
-use sim_support::for_each_seed;
+use p2p_core::sim::{Fault, PeerSpec, Topology};
+use p2p_core::{Config, DisabledPairs, Driver, Error, PairState, PeerTable, Reason};
+use support::{for_each_seed, quick_config};
 
-/// Six GPUs; from cuda:0 one pair per fault, and a few more from cuda:1.
-const FAULTY: &str = r#"
-[machine]
-name = "every fault"
-driver_version = 12080
-
-[[gpu]]
-name = "A"
-[[gpu]]
-name = "B"
-[[gpu]]
-name = "C"
-[[gpu]]
-name = "D"
-[[gpu]]
-name = "E"
-[[gpu]]
-name = "F"
-
-[[peer]]
-from = 0
-to = 1
-both = true
-
-[[peer]]
-from = 0
-to = 2
-fault = "zeros"
-[[peer]]
-from = 2
-to = 0
-
-[[peer]]
-from = 0
-to = 3
-fault = "corrupt"
-
-[[peer]]
-from = 0
-to = 4
-fault = "drop-tail"
-
-[[peer]]
-from = 0
-to = 5
-fault = "hang"
-
-[[peer]]
-from = 1
-to = 2
-claimed = false
-
-[[peer]]
-from = 1
-to = 3
-fault = "enable-fails"
-
-[[peer]]
-from = 1
-to = 4
-gbps = 0.5
-"#;
-
-fn quick_config() -> Config {
-    Config {
-        probe: ProbeOptions {
-            deadline: Duration::from_millis(200),
-            pattern_bytes: 256 << 10,
-            thorough: false,
-            thorough_bytes: 1 << 20,
-        },
-        ..Config::default()
+/// Six GPUs "A" to "F"; from cuda:0 one pair per fault, and a few more from cuda:1.
+fn faulty() -> Topology {
+    let mut topology = Topology::with_gpus(6)
+        .named("every fault")
+        .with_pair(0, 1)
+        .with_fault(0, 2, Fault::Zeros)
+        .with_peer(PeerSpec::new(2, 0))
+        .with_fault(0, 3, Fault::Corrupt)
+        .with_fault(0, 4, Fault::DropTail)
+        .with_fault(0, 5, Fault::Hang)
+        .with_peer(PeerSpec {
+            claimed: false,
+            ..PeerSpec::new(1, 2)
+        })
+        .with_fault(1, 3, Fault::EnableFails)
+        .with_peer(PeerSpec {
+            gbps: 0.5,
+            ..PeerSpec::new(1, 4)
+        });
+    for (gpu, name) in topology.gpus.iter_mut().zip(["A", "B", "C", "D", "E", "F"]) {
+        gpu.name = name.to_string();
     }
+    topology
 }
 
 fn reason(table: &PeerTable, from: usize, to: usize) -> Reason {
@@ -94,7 +42,7 @@ fn reason(table: &PeerTable, from: usize, to: usize) -> Reason {
 #[test]
 fn each_reason_arises_from_its_fault() {
     for_each_seed(|s| {
-        let table = PeerTable::new(s.sim_of(FAULTY), quick_config());
+        let table = PeerTable::new(s.machine(&faulty()), quick_config(None));
         assert_eq!(reason(&table, 0, 1), Reason::Verified);
         assert_eq!(reason(&table, 1, 0), Reason::Verified);
         assert_eq!(
@@ -128,7 +76,7 @@ fn each_reason_arises_from_its_fault() {
 #[test]
 fn verdicts_are_directed() {
     for_each_seed(|s| {
-        let table = PeerTable::new(s.sim_of(FAULTY), quick_config());
+        let table = PeerTable::new(s.machine(&faulty()), quick_config(None));
         assert!(!table.verdict(0, 2).unwrap().is_verified());
         assert!(table.verdict(2, 0).unwrap().is_verified());
     });
@@ -138,8 +86,8 @@ fn verdicts_are_directed() {
 fn a_hang_times_out_within_the_deadline() {
     for_each_seed(|s| {
         // The simulator waits in virtual time: the deadline passes on its clock, not the wall's.
-        let sim = s.sim_of(FAULTY);
-        let table = PeerTable::new(sim.clone(), quick_config());
+        let sim = s.machine(&faulty());
+        let table = PeerTable::new(sim.clone(), quick_config(None));
         let started = Instant::now();
         let verdict = table.verdict(0, 5).unwrap();
         let took = started.elapsed();
@@ -160,9 +108,9 @@ fn a_hang_times_out_within_the_deadline() {
 #[test]
 fn thorough_mode_reports_a_peer_path_slower_than_staging() {
     for_each_seed(|s| {
-        let mut config = quick_config();
+        let mut config = quick_config(None);
         config.probe.thorough = true;
-        let table = PeerTable::new(s.sim_of(FAULTY), config);
+        let table = PeerTable::new(s.machine(&faulty()), config);
         match reason(&table, 1, 4) {
             Reason::SlowerThanStaging {
                 peer_gbps,
@@ -182,9 +130,9 @@ fn thorough_mode_reports_a_peer_path_slower_than_staging() {
 #[test]
 fn sixteen_threads_probe_a_pair_once() {
     for_each_seed(|s| {
-        let sim = s.sim_of(FAULTY);
+        let sim = s.machine(&faulty());
         let driver: Arc<dyn Driver> = sim.clone();
-        let table = Arc::new(PeerTable::new(driver, quick_config()));
+        let table = Arc::new(PeerTable::new(driver, quick_config(None)));
         let barrier = Arc::new(Barrier::new(16));
         let handles: Vec<_> = (0..16)
             .map(|_| {
@@ -220,7 +168,7 @@ fn sixteen_threads_probe_a_pair_once() {
 #[test]
 fn probe_all_covers_every_ordered_pair() {
     for_each_seed(|s| {
-        let table = PeerTable::new(s.sim_of(FAULTY), quick_config());
+        let table = PeerTable::new(s.machine(&faulty()), quick_config(None));
         let all = table.probe_all().unwrap();
         assert_eq!(all.len(), 6 * 5);
         assert!(all.iter().all(|v| v.from != v.to));
@@ -230,11 +178,11 @@ fn probe_all_covers_every_ordered_pair() {
 #[test]
 fn policy_disables_pairs_without_probing() {
     for_each_seed(|s| {
-        let sim = s.sim_of(FAULTY);
+        let sim = s.machine(&faulty());
         let driver: Arc<dyn Driver> = sim.clone();
         let config = Config {
             disabled: DisabledPairs::parse("0->1").unwrap(),
-            ..quick_config()
+            ..quick_config(None)
         };
         let table = PeerTable::new(driver, config);
         let verdict = table.verdict(0, 1).unwrap();
@@ -252,7 +200,7 @@ fn policy_disables_pairs_without_probing() {
 #[test]
 fn invalid_devices_are_errors() {
     for_each_seed(|s| {
-        let table = PeerTable::new(s.sim_of(FAULTY), quick_config());
+        let table = PeerTable::new(s.machine(&faulty()), quick_config(None));
         assert!(matches!(
             table.verdict(0, 9),
             Err(Error::InvalidDevice(p2p_core::InvalidDevice {
@@ -265,18 +213,11 @@ fn invalid_devices_are_errors() {
     });
 }
 
-fn cached_config(dir: &Path) -> Config {
-    Config {
-        cache: CacheSetting::Dir(dir.to_path_buf()),
-        ..quick_config()
-    }
-}
-
 #[test]
 fn cache_round_trip_skips_the_probe() {
     for_each_seed(|s| {
         let dir = tempfile::tempdir().unwrap();
-        let first = PeerTable::new(s.sim_of(FAULTY), cached_config(dir.path()));
+        let first = PeerTable::new(s.machine(&faulty()), quick_config(Some(dir.path())));
         let verdicts: Vec<_> = [(0, 1), (0, 2), (1, 3)]
             .iter()
             .map(|&(a, b)| first.verdict(a, b).unwrap())
@@ -284,8 +225,8 @@ fn cache_round_trip_skips_the_probe() {
         let path = first.cache_path().unwrap().to_path_buf();
         assert!(path.exists());
 
-        let sim = s.sim_of(FAULTY);
-        let second = PeerTable::new(sim.clone(), cached_config(dir.path()));
+        let sim = s.machine(&faulty());
+        let second = PeerTable::new(sim.clone(), quick_config(Some(dir.path())));
         assert_eq!(second.cache_path(), Some(path.as_path()));
         for v in &verdicts {
             assert_eq!(&second.verdict(v.from, v.to).unwrap(), v);
@@ -303,7 +244,7 @@ fn cache_round_trip_skips_the_probe() {
         // Peer access is per process: the verified cached pair (0 -> 1) is
         // opened again, that direction only; the broken ones (0 -> 2, 1 -> 3) are not.
         assert_eq!(sim.stats().enable_calls, 1);
-        let data = p2p_core::probe::probe_pattern(4096, 9);
+        let data = p2p_core::pattern::bytes(4096, 9);
         let mut src = p2p_core::memory::DeviceBuffer::new(
             &(sim.clone() as Arc<dyn Driver>),
             0,
@@ -332,10 +273,10 @@ fn cache_round_trip_skips_the_probe() {
             "the check copy and a copy after it take the peer path"
         );
 
-        let third_sim = s.sim_of(FAULTY);
+        let third_sim = s.machine(&faulty());
         let reprobe = Config {
             reprobe: true,
-            ..cached_config(dir.path())
+            ..quick_config(Some(dir.path()))
         };
         let third = PeerTable::new(third_sim.clone(), reprobe);
         assert!(third.verdict(0, 1).unwrap().is_verified());
@@ -351,13 +292,13 @@ fn cache_round_trip_skips_the_probe() {
 fn corrupt_cache_file_means_probe_again() {
     for_each_seed(|s| {
         let dir = tempfile::tempdir().unwrap();
-        let first = PeerTable::new(s.sim_of(FAULTY), cached_config(dir.path()));
+        let first = PeerTable::new(s.machine(&faulty()), quick_config(Some(dir.path())));
         first.verdict(0, 1).unwrap();
         let path = first.cache_path().unwrap().to_path_buf();
         for garbage in ["{ not json", "", "{\"format\": 1}", "\u{0}\u{1}binary"] {
             std::fs::write(&path, garbage).unwrap();
-            let sim = s.sim_of(FAULTY);
-            let table = PeerTable::new(sim.clone(), cached_config(dir.path()));
+            let sim = s.machine(&faulty());
+            let table = PeerTable::new(sim.clone(), quick_config(Some(dir.path())));
             assert!(table.verdict(0, 1).unwrap().is_verified());
             assert_eq!(
                 sim.stats().peer_copies_between(0, 1),
@@ -374,18 +315,19 @@ fn corrupt_cache_file_means_probe_again() {
 fn another_machines_cache_is_not_used() {
     for_each_seed(|s| {
         let dir = tempfile::tempdir().unwrap();
-        let first = PeerTable::new(s.sim_of(FAULTY), cached_config(dir.path()));
+        let first = PeerTable::new(s.machine(&faulty()), quick_config(Some(dir.path())));
         first.verdict(0, 1).unwrap();
         let first_path = first.cache_path().unwrap().to_path_buf();
 
-        let other_text = FAULTY.replace("driver_version = 12080", "driver_version = 13000");
-        let sim = s.sim_of(&other_text);
-        let probe_other = PeerTable::new(sim.clone(), cached_config(dir.path()));
+        let mut other = faulty();
+        other.driver_version = 13000;
+        let sim = s.machine(&other);
+        let probe_other = PeerTable::new(sim.clone(), quick_config(Some(dir.path())));
         let other_path = probe_other.cache_path().unwrap().to_path_buf();
         assert_ne!(first_path, other_path, "the fingerprint names the file");
         // Even a file of another machine under this machine's name is refused.
         std::fs::copy(&first_path, &other_path).unwrap();
-        let table = PeerTable::new(sim.clone(), cached_config(dir.path()));
+        let table = PeerTable::new(sim.clone(), quick_config(Some(dir.path())));
         assert!(table.verdict(0, 1).unwrap().is_verified());
         assert_eq!(
             sim.stats().peer_copies_between(0, 1),
@@ -401,15 +343,15 @@ fn policy_verdicts_are_not_cached() {
         let dir = tempfile::tempdir().unwrap();
         let config = Config {
             disabled: DisabledPairs::All,
-            ..cached_config(dir.path())
+            ..quick_config(Some(dir.path()))
         };
-        let table = PeerTable::new(s.sim_of(FAULTY), config);
+        let table = PeerTable::new(s.machine(&faulty()), config);
         assert_eq!(
             table.verdict(0, 1).unwrap().reason,
             Reason::DisabledByPolicy
         );
-        let sim = s.sim_of(FAULTY);
-        let later = PeerTable::new(sim.clone(), cached_config(dir.path()));
+        let sim = s.machine(&faulty());
+        let later = PeerTable::new(sim.clone(), quick_config(Some(dir.path())));
         assert!(
             later.verdict(0, 1).unwrap().is_verified(),
             "lifting the policy brings the pair back"
@@ -421,12 +363,12 @@ fn policy_verdicts_are_not_cached() {
 fn two_processes_sharing_a_cache_keep_each_others_verdicts() {
     for_each_seed(|s| {
         let dir = tempfile::tempdir().unwrap();
-        let first = PeerTable::new(s.sim_of(FAULTY), cached_config(dir.path()));
-        let second = PeerTable::new(s.sim_of(FAULTY), cached_config(dir.path()));
+        let first = PeerTable::new(s.machine(&faulty()), quick_config(Some(dir.path())));
+        let second = PeerTable::new(s.machine(&faulty()), quick_config(Some(dir.path())));
         first.verdict(0, 1).unwrap();
         second.verdict(0, 2).unwrap(); // read the file before `first` wrote 0 -> 1
-        let sim = s.sim_of(FAULTY);
-        let third = PeerTable::new(sim.clone(), cached_config(dir.path()));
+        let sim = s.machine(&faulty());
+        let third = PeerTable::new(sim.clone(), quick_config(Some(dir.path())));
         assert!(third.verdict(0, 1).unwrap().is_verified());
         assert!(!third.verdict(0, 2).unwrap().is_verified());
         assert_eq!(
@@ -442,15 +384,15 @@ fn two_processes_sharing_a_cache_keep_each_others_verdicts() {
 fn thorough_verdicts_survive_the_cache() {
     for_each_seed(|s| {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = cached_config(dir.path());
+        let mut config = quick_config(Some(dir.path()));
         config.probe.thorough = true;
-        let first = PeerTable::new(s.sim_of(FAULTY), config.clone());
+        let first = PeerTable::new(s.machine(&faulty()), config.clone());
         let slow = first.verdict(1, 4).unwrap();
         assert_eq!(slow.reason.name(), "slower-than-staging");
         let fast = first.verdict(0, 1).unwrap();
         assert!(fast.peer_gbps.is_some_and(f64::is_finite), "{fast:?}");
 
-        let sim = s.sim_of(FAULTY);
+        let sim = s.machine(&faulty());
         let second = PeerTable::new(sim.clone(), config);
         assert_eq!(second.verdict(1, 4).unwrap(), slow);
         assert_eq!(second.verdict(0, 1).unwrap(), fast);

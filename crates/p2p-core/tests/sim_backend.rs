@@ -1,22 +1,40 @@
-//! The simulated backend through the public `Driver` API: copies, faults, hangs, handles, memory limits.
+//! The simulated backend's own behaviour through the public `Driver` API
+//! (its faults, hangs, error codes for misuse, memory limits, counters),
+//! and the `Driver` contract (`contract/`) run on it over every schedule seed.
 
-mod sim_support;
+mod contract;
+mod support;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use p2p_core::memory::{DeviceBuffer, PinnedBuffer, Stream};
-use p2p_core::sim::{Fault, SimDriver, CORRUPT_FIRST_OFFSET};
-use p2p_core::{AllocKind, Backend, DeviceAddr, Driver, Error, EventId, PoolId, StreamId};
+use p2p_core::pattern::{self, first_mismatch};
+use p2p_core::sim::{builtin_topology, Fault, PeerSpec, SimDriver, Topology, CORRUPT_FIRST_OFFSET};
+use p2p_core::{AllocKind, Backend, DeviceAddr, Driver, Error, EventId, StreamId};
 
-use sim_support::*;
+use support::*;
+
+/// Runs a contract clause on a deferred machine of three healthy GPUs,
+/// once per schedule seed, each machine checked clean.
+fn on_the_simulator(clause: fn(&Arc<dyn Driver>)) {
+    let topology = Topology::fully_connected(3);
+    for_each_seed(|s| {
+        let driver: Arc<dyn Driver> = s.machine(&topology);
+        clause(&driver);
+    });
+}
+
+mod driver_contract {
+    crate::contract::driver_contract!(super::on_the_simulator);
+}
 
 #[test]
 fn it_is_send_sync_and_debug() {
     for_each_seed(|s| {
         fn assert_send_sync<T: Send + Sync + std::fmt::Debug>() {}
         assert_send_sync::<SimDriver>();
-        let shown = format!("{:?}", s.machine());
+        let shown = format!("{:?}", s.machine(&three_gpus()));
         assert!(shown.contains("test box"), "{shown}");
     });
 }
@@ -24,7 +42,7 @@ fn it_is_send_sync_and_debug() {
 #[test]
 fn describes_its_devices() {
     for_each_seed(|s| {
-        let driver = s.machine();
+        let driver = s.machine(&three_gpus());
         assert_eq!(driver.backend(), Backend::Simulated);
         assert_eq!(driver.driver_version(), 12040);
         assert_eq!(driver.device_count(), 3);
@@ -33,7 +51,7 @@ fn describes_its_devices() {
         assert_eq!(driver.devices()[2].total_memory_bytes, 1 << 20);
         assert_eq!(driver.machine_name(), "test box");
 
-        let builtin = s.builtin();
+        let builtin = s.machine(&builtin_topology());
         assert_eq!(builtin.device_count(), 4);
         assert_eq!(builtin.driver_version(), 12080);
         assert!(builtin
@@ -46,7 +64,7 @@ fn describes_its_devices() {
 #[test]
 fn claims_follow_the_topology() {
     for_each_seed(|s| {
-        let driver = s.machine();
+        let driver = s.machine(&three_gpus());
         assert!(driver.claim(0, 1).unwrap().claimed());
         assert!(driver.claim(1, 0).unwrap().claimed());
         assert!(driver.claim(1, 2).unwrap().claimed());
@@ -67,11 +85,21 @@ fn claims_follow_the_topology() {
             }))
         ));
 
-        let explicit = s.sim_of("[[gpu]]\n[[gpu]]\n[[peer]]\nfrom = 0\nto = 1\nclaimed = false\n");
+        let explicit = s.machine(&Topology::with_gpus(2).with_peer(PeerSpec {
+            claimed: false,
+            ..PeerSpec::new(0, 1)
+        }));
         assert!(!explicit.claim(0, 1).unwrap().claimed());
         assert!(is_cuda_error(
             explicit.enable_peer_access(0, 1),
             "CUDA_ERROR_PEER_ACCESS_UNSUPPORTED"
+        ));
+        assert!(matches!(
+            driver.set_peer_fault(0, 5, Fault::Zeros),
+            Err(Error::InvalidDevice(p2p_core::InvalidDevice {
+                ordinal: 5,
+                ..
+            }))
         ));
     });
 }
@@ -79,34 +107,18 @@ fn claims_follow_the_topology() {
 #[test]
 fn copies_really_copy_on_every_path() {
     for_each_seed(|s| {
-        let driver = s.machine();
+        let driver = s.machine(&three_gpus());
         let len = 300_000;
         // Staged by the driver (peer access not enabled), then direct.
         assert_eq!(deliver(&driver, 0, 1, len).0, deliver(&driver, 0, 1, len).1);
         driver.enable_peer_access(1, 0).unwrap();
         let (sent, got) = deliver(&driver, 0, 1, len);
         assert_eq!(sent, got);
-        // Same device, and at offsets inside allocations.
-        let data = pattern(4096, 1);
-        let a = upload(&driver, 0, &data, AllocKind::Plain);
-        let b = driver.alloc_device(0, 8192, AllocKind::Plain).unwrap();
-        peer_copy(
-            &driver,
-            b.offset(100),
-            a.offset(10),
-            4000,
-            default_stream(0),
-        )
-        .unwrap();
-        assert_eq!(download(&driver, b.offset(100), 4000), data[10..4010]);
-        // memset.
-        // SAFETY: `b` holds 8192 bytes.
-        unsafe {
-            driver
-                .memset_async(b.offset(8000), 7, 192, default_stream(0))
-                .unwrap()
-        };
-        assert_eq!(download(&driver, b.offset(8000), 192), vec![7u8; 192]);
+        // Within one device: counted under (0, 0), never a peer-path copy.
+        let a = upload(&driver, 0, &sent, AllocKind::Plain);
+        let b = driver.alloc_device(0, len, AllocKind::Plain).unwrap();
+        peer_copy(&driver, b, a, len, default_stream(0)).unwrap();
+        assert_eq!(download(&driver, b, len), sent);
         let stats = driver.stats();
         assert_eq!(stats.peer_copies_between(0, 1), 3);
         assert_eq!(stats.peer_path_copies_between(0, 1), 1);
@@ -115,25 +127,9 @@ fn copies_really_copy_on_every_path() {
 }
 
 #[test]
-fn the_owning_wrappers_work_on_it() {
-    for_each_seed(|s| {
-        let driver: Arc<dyn Driver> = s.machine();
-        let stream = Stream::new(&driver, 1).unwrap();
-        let mut buffer = DeviceBuffer::new(&driver, 1, 1000, AllocKind::Pool).unwrap();
-        let data = pattern(1000, 9);
-        buffer.write_from_slice(&data, &stream).unwrap();
-        assert_eq!(buffer.read_to_vec(&stream).unwrap(), data);
-        let mut pinned = PinnedBuffer::new(&driver, 1000).unwrap();
-        pinned.as_mut_slice().copy_from_slice(&data);
-        assert_eq!(pinned.as_slice(), &data[..]);
-        assert_eq!(pinned.as_ptr() as usize % 64, 0);
-    });
-}
-
-#[test]
 fn bad_ranges_are_rejected_like_cuda_would() {
     for_each_seed(|s| {
-        let driver = s.machine();
+        let driver = s.machine(&three_gpus());
         let a = driver.alloc_device(0, 1000, AllocKind::Plain).unwrap();
         let b = driver.alloc_device(1, 1000, AllocKind::Plain).unwrap();
         let s = default_stream(0);
@@ -181,36 +177,9 @@ fn bad_ranges_are_rejected_like_cuda_would() {
 }
 
 #[test]
-fn allocations_have_distinct_aligned_nonzero_addresses() {
-    for_each_seed(|s| {
-        let driver = s.machine();
-        let mut seen = Vec::new();
-        for device in 0..3 {
-            for bytes in [0usize, 0, 1, 255, 256, 257, 4096] {
-                let ptr = driver
-                    .alloc_device(device, bytes, AllocKind::Plain)
-                    .unwrap();
-                assert_ne!(ptr.addr, 0);
-                assert_eq!(ptr.addr % 256, 0);
-                assert_eq!(ptr.device, device);
-                seen.push(ptr.addr);
-            }
-        }
-        let mut unique = seen.clone();
-        unique.sort_unstable();
-        unique.dedup();
-        assert_eq!(unique.len(), seen.len(), "{seen:x?}");
-        assert_eq!(driver.stats().live_device_allocations, 21);
-        // A zero-byte copy at a zero-byte allocation is fine.
-        let empty = driver.alloc_device(0, 0, AllocKind::Plain).unwrap();
-        peer_copy(&driver, empty, empty, 0, default_stream(0)).unwrap();
-    });
-}
-
-#[test]
 fn memory_limits_are_enforced() {
     for_each_seed(|s| {
-        let driver = s.machine();
+        let driver = s.machine(&three_gpus());
         let first = driver.alloc_device(2, 600 << 10, AllocKind::Plain).unwrap();
         match driver.alloc_device(2, 600 << 10, AllocKind::Pool) {
             Err(Error::OutOfMemory { place, bytes }) => {
@@ -232,58 +201,9 @@ fn memory_limits_are_enforced() {
 }
 
 #[test]
-fn invalid_devices_are_rejected_everywhere() {
-    for_each_seed(|s| {
-        let driver = s.machine();
-        let invalid = |result: p2p_core::Result<()>| {
-            matches!(
-                result,
-                Err(Error::InvalidDevice(p2p_core::InvalidDevice {
-                    ordinal: 5,
-                    count: 3,
-                    ..
-                }))
-            )
-        };
-        let ok = driver.alloc_device(0, 16, AllocKind::Plain).unwrap();
-        let bad_ptr = DeviceAddr {
-            device: 5,
-            addr: ok.addr,
-        };
-        assert!(invalid(
-            driver.alloc_device(5, 16, AllocKind::Plain).map(drop)
-        ));
-        assert!(invalid(driver.create_stream(5).map(drop)));
-        assert!(invalid(driver.create_event(5).map(drop)));
-        assert!(invalid(driver.enable_peer_access(0, 5)));
-        assert!(invalid(driver.enable_peer_access(5, 0)));
-        assert!(invalid(driver.claim(5, 0).map(drop)));
-        assert!(invalid(driver.pool_of(bad_ptr).map(drop)));
-        assert!(invalid(
-            driver.grant_pool_access(PoolId { device: 0, raw: 1 }, 5)
-        ));
-        assert!(invalid(driver.set_peer_fault(0, 5, Fault::Zeros)));
-        assert!(invalid(peer_copy(
-            &driver,
-            bad_ptr,
-            ok,
-            16,
-            default_stream(0)
-        )));
-        assert!(invalid(peer_copy(&driver, ok, ok, 16, default_stream(5))));
-        assert!(invalid(driver.synchronize_stream(default_stream(5))));
-        assert!(invalid(
-            driver.event_done(EventId { device: 5, raw: 1 }).map(drop)
-        ));
-        // SAFETY: rejected before anything is freed.
-        assert!(invalid(unsafe { driver.free_device(bad_ptr) }));
-    });
-}
-
-#[test]
 fn streams_and_events_are_handles() {
     for_each_seed(|s| {
-        let driver = s.machine();
+        let driver = s.machine(&three_gpus());
         let a = driver.create_stream(0).unwrap();
         let b = driver.create_stream(0).unwrap();
         assert_ne!(a, b);
@@ -347,7 +267,7 @@ fn faults_act_only_on_the_enabled_peer_path() {
     for_each_seed(|s| {
         let len = 100_000;
         for fault in [Fault::Zeros, Fault::Corrupt, Fault::DropTail] {
-            let driver = s.machine();
+            let driver = s.machine(&three_gpus());
             driver.set_peer_fault(1, 2, fault).unwrap();
             // Not enabled: the driver stages the copy, and it is correct.
             let (sent, got) = deliver(&driver, 1, 2, len);
@@ -357,7 +277,7 @@ fn faults_act_only_on_the_enabled_peer_path() {
             match fault {
                 Fault::Zeros => assert_eq!(got, vec![0u8; len]),
                 Fault::Corrupt => {
-                    let first_bad = sent.iter().zip(&got).position(|(a, b)| a != b);
+                    let first_bad = first_mismatch(&sent, &got).map(|bad| bad.offset);
                     assert_eq!(first_bad, Some(CORRUPT_FIRST_OFFSET));
                     assert_eq!(got[CORRUPT_FIRST_OFFSET], sent[CORRUPT_FIRST_OFFSET] ^ 0x10);
                 }
@@ -386,7 +306,7 @@ fn faults_act_only_on_the_enabled_peer_path() {
 fn both_applies_a_fault_to_both_directions() {
     for_each_seed(|s| {
         let text = "[[gpu]]\n[[gpu]]\n[[peer]]\nfrom = 0\nto = 1\nboth = true\nfault = \"zeros\"\n";
-        let driver = s.sim_of(text);
+        let driver = s.machine(&Topology::parse(text, Path::new("both.toml")).unwrap());
         driver.enable_peer_access(0, 1).unwrap();
         assert_eq!(deliver(&driver, 0, 1, 64).1, vec![0u8; 64]);
         assert_eq!(deliver(&driver, 1, 0, 64).1, vec![0u8; 64]);
@@ -396,7 +316,7 @@ fn both_applies_a_fault_to_both_directions() {
 #[test]
 fn the_builtin_machine_breaks_two_to_three_only() {
     for_each_seed(|s| {
-        let driver = s.builtin();
+        let driver = s.machine(&builtin_topology());
         for from in 0..4 {
             for to in 0..4 {
                 if from != to {
@@ -419,7 +339,7 @@ fn the_builtin_machine_breaks_two_to_three_only() {
 #[test]
 fn enabling_follows_claims_and_enable_fails() {
     for_each_seed(|s| {
-        let driver = s.machine();
+        let driver = s.machine(&three_gpus());
         driver.set_peer_fault(1, 2, Fault::EnableFails).unwrap();
         match driver.enable_peer_access(1, 2) {
             Err(Error::Cuda { call, code, name }) => {
@@ -457,10 +377,10 @@ fn enabling_follows_claims_and_enable_fails() {
 #[test]
 fn a_hang_never_finishes_and_spreads_through_events() {
     for_each_seed(|s| {
-        let driver = s.machine();
+        let driver = s.machine(&three_gpus());
         driver.set_peer_fault(1, 2, Fault::Hang).unwrap();
         driver.enable_peer_access(2, 1).unwrap();
-        let src = upload(&driver, 1, &pattern(4096, 3), AllocKind::Plain);
+        let src = upload(&driver, 1, &pattern::bytes(4096, 3), AllocKind::Plain);
         let dst = upload(&driver, 2, &[0xee; 4096], AllocKind::Plain);
         let stream = driver.create_stream(2).unwrap();
         let before = driver.create_timing_event(2).unwrap();
@@ -498,7 +418,7 @@ fn a_hang_never_finishes_and_spreads_through_events() {
         // The destination was never written; other streams still work.
         assert_eq!(download(&driver, dst, 4096), vec![0xee; 4096]);
         // The same pair without peer access enabled does not hang.
-        let fresh = s.machine();
+        let fresh = s.machine(&three_gpus());
         fresh.set_peer_fault(1, 2, Fault::Hang).unwrap();
         assert_eq!(deliver(&fresh, 1, 2, 4096).0, deliver(&fresh, 1, 2, 4096).1);
     });
@@ -507,7 +427,7 @@ fn a_hang_never_finishes_and_spreads_through_events() {
 #[test]
 fn pinned_memory_is_counted() {
     for_each_seed(|s| {
-        let driver = s.machine();
+        let driver = s.machine(&three_gpus());
         let a = driver.alloc_pinned(1000).unwrap();
         let b = driver.alloc_pinned(0).unwrap();
         assert!(!a.is_null() && !b.is_null() && a != b);
@@ -540,7 +460,7 @@ fn pinned_memory_is_counted() {
 #[test]
 fn many_threads_can_share_one_machine() {
     for_each_seed(|s| {
-        let driver = s.machine();
+        let driver = s.machine(&three_gpus());
         driver.enable_peer_access(1, 0).unwrap();
         let workers: Vec<_> = (0..8u8)
             .map(|seed| {
@@ -548,7 +468,8 @@ fn many_threads_can_share_one_machine() {
                 std::thread::spawn(move || {
                     let stream = driver.create_stream(1).unwrap();
                     for round in 0..20 {
-                        let data = pattern(10_000 + usize::from(seed) * 7 + round, seed);
+                        let data =
+                            pattern::bytes(10_000 + usize::from(seed) * 7 + round, seed.into());
                         let src = upload(&driver, 0, &data, AllocKind::Plain);
                         let dst = driver
                             .alloc_device(1, data.len(), AllocKind::Plain)

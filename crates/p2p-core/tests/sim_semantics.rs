@@ -1,12 +1,13 @@
 //! The deferred simulator's own rules: FIFO streams, event versions, memory at execution time, address reuse and poison, the race detector, the borrow check, late copies, failing calls, slow queries.
 
-mod sim_support;
+mod support;
 
 use std::time::Duration;
 
+use p2p_core::pattern;
 use p2p_core::sim::{CallKind, Execution, Fault, ReportKind, SimDriver, POISON};
 use p2p_core::{AllocKind, DeviceAddr, Driver, Error, MemRange, StreamId};
-use sim_support::*;
+use support::*;
 
 fn memset(driver: &SimDriver, dst: DeviceAddr, value: u8, bytes: usize, stream: StreamId) {
     // SAFETY: the tests pass live allocations of at least `bytes`.
@@ -20,7 +21,7 @@ fn kinds(driver: &SimDriver) -> Vec<ReportKind> {
 #[test]
 fn work_on_one_stream_runs_in_order() {
     for_each_seed(|s| {
-        let driver = s.machine();
+        let driver = s.machine(&three_gpus());
         let stream = driver.create_stream(0).unwrap();
         let a = driver.alloc_device(0, 4096, AllocKind::Plain).unwrap();
         let b = driver.alloc_device(0, 4096, AllocKind::Plain).unwrap();
@@ -39,8 +40,8 @@ fn work_on_one_stream_runs_in_order() {
 #[test]
 fn nothing_runs_before_it_is_observed_on_the_lazy_schedule() {
     // Seed 0 never runs work in the background.
-    let s = Seeded::with_seed(0);
-    let driver = s.machine();
+    let s = SeedRun::new(0);
+    let driver = s.machine(&three_gpus());
     let stream = driver.create_stream(0).unwrap();
     let a = driver.alloc_device(0, 64, AllocKind::Plain).unwrap();
     memset(&driver, a, 5, 64, stream);
@@ -56,13 +57,13 @@ fn nothing_runs_before_it_is_observed_on_the_lazy_schedule() {
     );
     assert_eq!(driver.queued_operations(), 0);
     assert!(driver.stream_done(stream).unwrap());
-    s.check();
+    check(&s);
 }
 
 #[test]
 fn host_memory_is_read_when_the_copy_runs() {
-    let s = Seeded::with_seed(0);
-    let driver = s.machine();
+    let s = SeedRun::new(0);
+    let driver = s.machine(&three_gpus());
     let stream = driver.create_stream(1).unwrap();
     let dst = driver.alloc_device(1, 8, AllocKind::Plain).unwrap();
     let mut host = [1u8; 8];
@@ -79,10 +80,10 @@ fn host_memory_is_read_when_the_copy_runs() {
         vec![9u8; 8],
         "the bytes at run time arrive"
     );
-    s.check();
+    check(&s);
 
     // Eager execution copies at once.
-    let eager = s.unchecked(THREE_GPUS, Execution::Eager);
+    let eager = unchecked(s.seed(), Execution::Eager);
     let dst = eager.alloc_device(1, 8, AllocKind::Plain).unwrap();
     let stream = eager.create_stream(1).unwrap();
     host.fill(1);
@@ -100,38 +101,17 @@ fn host_memory_is_read_when_the_copy_runs() {
 #[test]
 fn a_stream_wait_holds_work_back_until_the_event_ran() {
     for_each_seed(|s| {
-        let driver = s.machine();
-        let (up, down) = (
-            driver.create_stream(0).unwrap(),
-            driver.create_stream(0).unwrap(),
-        );
-        let data = pattern(100_000, 3);
-        let a = driver
-            .alloc_device(0, data.len(), AllocKind::Plain)
-            .unwrap();
-        let b = driver
-            .alloc_device(0, data.len(), AllocKind::Plain)
-            .unwrap();
-        // SAFETY: `data` outlives the synchronizes below.
-        unsafe {
-            driver
-                .copy_htod_async(a, data.as_ptr(), data.len(), up)
-                .unwrap()
-        };
-        let uploaded = driver.create_event(0).unwrap();
-        driver.record_event(uploaded, up).unwrap();
-        driver.stream_wait_event(down, uploaded).unwrap();
-        peer_copy(&driver, b, a, data.len(), down).unwrap();
-        driver.synchronize_stream(down).unwrap();
-        assert_eq!(download(&driver, b, data.len()), data);
-        driver.synchronize_stream(up).unwrap();
+        // The copy's stream alone is synchronized before the bytes are read:
+        // its wait made the upload run first.
+        let driver = s.machine(&three_gpus());
+        assert_eq!(upload_then_copy(&driver, true), pattern::bytes(50_000, 8));
     });
 }
 
 #[test]
 fn a_wait_is_for_the_version_current_when_it_was_queued() {
     for_each_seed(|s| {
-        let driver = s.machine();
+        let driver = s.machine(&three_gpus());
         driver.set_peer_fault(1, 2, Fault::Hang).unwrap();
         driver.enable_peer_access(2, 1).unwrap();
         let event = driver.create_event(2).unwrap();
@@ -168,7 +148,7 @@ fn a_wait_is_for_the_version_current_when_it_was_queued() {
 #[test]
 fn freed_addresses_are_reused_most_recent_first_and_poisoned() {
     for_each_seed(|s| {
-        let driver = s.machine();
+        let driver = s.machine(&three_gpus());
         let fresh = driver.alloc_device(0, 4096, AllocKind::Plain).unwrap();
         assert_ne!(
             download(&driver, fresh, 4096),
@@ -208,7 +188,7 @@ fn upload_then_copy(driver: &SimDriver, ordered: bool) -> Vec<u8> {
         driver.create_stream(0).unwrap(),
         driver.create_stream(0).unwrap(),
     );
-    let data = pattern(50_000, 8);
+    let data = pattern::bytes(50_000, 8);
     let a = driver
         .alloc_device(0, data.len(), AllocKind::Plain)
         .unwrap();
@@ -228,17 +208,15 @@ fn upload_then_copy(driver: &SimDriver, ordered: bool) -> Vec<u8> {
     }
     peer_copy(driver, b, a, data.len(), copy).unwrap();
     driver.synchronize_stream(copy).unwrap();
+    let copied = download(driver, b, data.len());
     driver.synchronize_stream(up).unwrap();
-    download(driver, b, data.len())
+    copied
 }
 
 #[test]
-fn a_race_is_reported_with_both_sides_and_the_ordered_version_is_clean() {
+fn a_race_is_reported_with_both_sides() {
     for_each_seed(|s| {
-        let ordered = s.machine();
-        assert_eq!(upload_then_copy(&ordered, true), pattern(50_000, 8));
-
-        let racy = s.unchecked(THREE_GPUS, Execution::Deferred);
+        let racy = unchecked(s.seed(), Execution::Deferred);
         upload_then_copy(&racy, false);
         let reports = racy.reports();
         assert_eq!(kinds(&racy), [ReportKind::Race], "{reports:#?}");
@@ -253,7 +231,7 @@ fn a_race_is_reported_with_both_sides_and_the_ordered_version_is_clean() {
         }
         let problems = racy.check_clean().unwrap_err().to_string();
         assert!(
-            problems.contains(&format!("P2P_SIM_SEED={}", s.seed)),
+            problems.contains(&format!("P2P_SIM_SEED={}", s.seed())),
             "{problems}"
         );
     });
@@ -262,8 +240,8 @@ fn a_race_is_reported_with_both_sides_and_the_ordered_version_is_clean() {
 #[test]
 fn the_same_seed_gives_the_same_schedule() {
     let run = |seed| {
-        let s = Seeded::with_seed(seed);
-        let racy = s.unchecked(THREE_GPUS, Execution::Deferred);
+        let s = SeedRun::new(seed);
+        let racy = unchecked(s.seed(), Execution::Deferred);
         let bytes = upload_then_copy(&racy, false);
         (bytes, racy.reports(), racy.virtual_now_ns())
     };
@@ -275,8 +253,8 @@ fn the_same_seed_gives_the_same_schedule() {
 #[test]
 fn returning_with_work_queued_on_a_borrowed_range_is_reported() {
     for_each_seed(|s| {
-        let driver = s.unchecked(THREE_GPUS, Execution::Deferred);
-        let src = upload(&driver, 0, &pattern(4096, 1), AllocKind::Plain);
+        let driver = unchecked(s.seed(), Execution::Deferred);
+        let src = upload(&driver, 0, &pattern::bytes(4096, 1), AllocKind::Plain);
         let stream = driver.create_stream(0).unwrap();
         let mut out = vec![0u8; 4096];
         // SAFETY: `out` outlives the copy (it is detached at the release below).
@@ -295,8 +273,8 @@ fn returning_with_work_queued_on_a_borrowed_range_is_reported() {
         driver.synchronize_stream(stream).unwrap();
 
         // Waiting before the release is clean.
-        let good = s.machine();
-        let src = upload(&good, 0, &pattern(4096, 1), AllocKind::Plain);
+        let good = s.machine(&three_gpus());
+        let src = upload(&good, 0, &pattern::bytes(4096, 1), AllocKind::Plain);
         let stream = good.create_stream(0).unwrap();
         // SAFETY: as above; synchronized before the release.
         unsafe {
@@ -305,14 +283,14 @@ fn returning_with_work_queued_on_a_borrowed_range_is_reported() {
         };
         good.synchronize_stream(stream).unwrap();
         good.borrows_released(&[range]);
-        assert_eq!(out, pattern(4096, 1));
+        assert_eq!(out, pattern::bytes(4096, 1));
     });
 }
 
 #[test]
 fn freeing_memory_in_use_and_using_freed_memory_are_reported() {
     for_each_seed(|s| {
-        let driver = s.unchecked(THREE_GPUS, Execution::Deferred);
+        let driver = unchecked(s.seed(), Execution::Deferred);
         let stream = driver.create_stream(0).unwrap();
         let a = driver.alloc_device(0, 256, AllocKind::Plain).unwrap();
         memset(&driver, a, 1, 256, stream);
@@ -330,10 +308,10 @@ fn freeing_memory_in_use_and_using_freed_memory_are_reported() {
 #[test]
 fn a_late_copy_times_out_and_completes_after_the_deadline() {
     for_each_seed(|s| {
-        let driver = s.machine();
+        let driver = s.machine(&three_gpus());
         driver.set_peer_fault(1, 2, Fault::Late { ms: 50 }).unwrap();
         driver.enable_peer_access(2, 1).unwrap();
-        let data = pattern(4096, 6);
+        let data = pattern::bytes(4096, 6);
         let src = upload(&driver, 1, &data, AllocKind::Plain);
         let dst = upload(&driver, 2, &[0xee; 4096], AllocKind::Plain);
         let stream = driver.create_stream(2).unwrap();
@@ -360,11 +338,11 @@ fn a_late_copy_times_out_and_completes_after_the_deadline() {
 
 #[test]
 fn a_late_copy_writes_after_the_caller_gave_up() {
-    let s = Seeded::with_seed(0);
-    let driver = s.unchecked(THREE_GPUS, Execution::Deferred);
+    let s = SeedRun::new(0);
+    let driver = unchecked(s.seed(), Execution::Deferred);
     driver.set_peer_fault(1, 2, Fault::Late { ms: 50 }).unwrap();
     driver.enable_peer_access(2, 1).unwrap();
-    let src = upload(&driver, 1, &pattern(64, 6), AllocKind::Plain);
+    let src = upload(&driver, 1, &pattern::bytes(64, 6), AllocKind::Plain);
     let dst = driver.alloc_device(2, 64, AllocKind::Plain).unwrap();
     let stream = driver.create_stream(2).unwrap();
     peer_copy(&driver, dst, src, 64, stream).unwrap();
@@ -384,7 +362,7 @@ fn a_late_copy_writes_after_the_caller_gave_up() {
 #[test]
 fn deadlines_pass_in_virtual_time_by_the_bandwidth_model() {
     for_each_seed(|s| {
-        let driver = s.machine();
+        let driver = s.machine(&three_gpus());
         // 20 MB staged by the driver from 0 to 1: min(25, 20) / 2 = 10 GB/s, 2 ms.
         let bytes = 20_000_000;
         let src = driver.alloc_device(0, bytes, AllocKind::Plain).unwrap();
@@ -403,7 +381,7 @@ fn deadlines_pass_in_virtual_time_by_the_bandwidth_model() {
 #[test]
 fn the_nth_call_fails_with_a_cuda_error() {
     for_each_seed(|s| {
-        let driver = s.machine();
+        let driver = s.machine(&three_gpus());
         let a = driver.alloc_device(0, 64, AllocKind::Plain).unwrap();
         let stream = driver.create_stream(0).unwrap();
         driver.fail_call(CallKind::Copy, 2);
@@ -437,7 +415,7 @@ fn the_nth_call_fails_with_a_cuda_error() {
 #[test]
 fn slow_queries_say_not_yet_for_a_while() {
     for_each_seed(|s| {
-        let driver = s.machine();
+        let driver = s.machine(&three_gpus());
         let stream = driver.create_stream(0).unwrap();
         let a = driver.alloc_device(0, 64, AllocKind::Plain).unwrap();
         memset(&driver, a, 1, 64, stream);

@@ -1,10 +1,11 @@
 //! Virtual time on the simulated backend: copy speeds, events between streams, pool grants.
 
-mod sim_support;
+mod support;
 
+use p2p_core::pattern;
 use p2p_core::sim::SimDriver;
 use p2p_core::{AllocKind, DeviceAddr, Driver, PoolId, StreamId};
-use sim_support::*;
+use support::*;
 
 /// Virtual milliseconds that `work` takes on a fresh stream of `device`.
 fn timed(driver: &SimDriver, device: usize, work: impl FnOnce(StreamId)) -> f32 {
@@ -28,7 +29,7 @@ fn assert_close(got: f32, want: f64) {
 #[test]
 fn virtual_time_follows_the_speeds() {
     for_each_seed(|s| {
-        let driver = s.machine();
+        let driver = s.machine(&three_gpus());
         let bytes = 5_000_000;
         let src = driver.alloc_device(0, bytes, AllocKind::Plain).unwrap();
         let dst = driver.alloc_device(1, bytes, AllocKind::Plain).unwrap();
@@ -69,7 +70,7 @@ fn virtual_time_follows_the_speeds() {
 #[test]
 fn events_order_streams_in_virtual_time() {
     for_each_seed(|s| {
-        let driver = s.machine();
+        let driver = s.machine(&three_gpus());
         let bytes = 2_500_000; // 0.1 ms at 25 GB/s, plus 8 µs
         let a = driver.alloc_device(0, bytes, AllocKind::Plain).unwrap();
         let b = driver.alloc_device(0, bytes, AllocKind::Plain).unwrap();
@@ -140,7 +141,7 @@ fn events_order_streams_in_virtual_time() {
 #[test]
 fn pool_memory_needs_a_grant_for_full_peer_speed() {
     for_each_seed(|s| {
-        let driver = s.machine();
+        let driver = s.machine(&three_gpus());
         let bytes = 5_000_000;
         let plain = driver.alloc_device(0, bytes, AllocKind::Plain).unwrap();
         let pooled = driver.alloc_device(0, bytes, AllocKind::Pool).unwrap();
@@ -172,7 +173,7 @@ fn pool_memory_needs_a_grant_for_full_peer_speed() {
             "CUDA_ERROR_INVALID_VALUE"
         ));
         // Correct bytes either way.
-        let data = pattern(bytes, 4);
+        let data = pattern::bytes(bytes, 4);
         let pooled_src = upload(&driver, 0, &data, AllocKind::Pool);
         peer_copy(&driver, dst, pooled_src, bytes, default_stream(1)).unwrap();
         assert_eq!(download(&driver, dst, bytes), data);

@@ -1,17 +1,17 @@
 //! Typed views of device and pinned buffers (`bytemuck::Pod` values), on the deferred simulator.
 
-mod sim_support;
+mod support;
 
 use std::sync::Arc;
 
 use p2p_core::memory::{DeviceBuffer, PinnedBuffer, Stream};
 use p2p_core::{AllocKind, Driver, Error};
-use sim_support::for_each_seed;
+use support::{for_each_seed, three_gpus};
 
 #[test]
 fn device_buffers_round_trip_typed_values() {
     for_each_seed(|s| {
-        let driver: Arc<dyn Driver> = s.machine();
+        let driver: Arc<dyn Driver> = s.machine(&three_gpus());
         let stream = Stream::new(&driver, 0).unwrap();
         let values: Vec<f32> = (0..1000).map(|i| i as f32 * 0.5 - 3.0).collect();
         let mut buffer = DeviceBuffer::new(&driver, 0, values.len() * 4, AllocKind::Plain).unwrap();
@@ -27,7 +27,7 @@ fn device_buffers_round_trip_typed_values() {
 #[test]
 fn a_typed_view_never_cuts_an_element_in_two() {
     for_each_seed(|s| {
-        let driver: Arc<dyn Driver> = s.machine();
+        let driver: Arc<dyn Driver> = s.machine(&three_gpus());
         let stream = Stream::new(&driver, 0).unwrap();
         let buffer = DeviceBuffer::new(&driver, 0, 10, AllocKind::Plain).unwrap();
         match buffer.read_to_vec_of::<u32>(&stream) {
@@ -49,7 +49,7 @@ fn a_typed_view_never_cuts_an_element_in_two() {
 #[test]
 fn pinned_buffers_are_typed_slices_for_the_host() {
     for_each_seed(|s| {
-        let driver: Arc<dyn Driver> = s.machine();
+        let driver: Arc<dyn Driver> = s.machine(&three_gpus());
         let mut pinned = PinnedBuffer::new(&driver, 64).unwrap();
         for (i, value) in pinned
             .as_mut_slice_of::<u32>()

@@ -7,16 +7,10 @@
 
 use std::sync::Arc;
 
+use p2p_core::pattern::{self, first_mismatch};
 use p2p_core::{Config, CudaDriver, PeerTable};
 use p2p_move::cudarc::driver::{CudaContext, CudaSlice, CudaStream};
 use p2p_move::{Mover, Policy};
-
-/// Not zeros, not a constant: a byte from the wrong place shows.
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u32).wrapping_mul(2_654_435_761).rotate_right(11) as u8 ^ seed)
-        .collect()
-}
 
 fn contexts(needed: usize) -> Vec<Arc<CudaContext>> {
     let count = CudaContext::device_count().expect("these tests need a CUDA GPU") as usize;
@@ -50,7 +44,7 @@ fn busy(stream: &Arc<CudaStream>, scratch: &mut CudaSlice<u8>) {
 /// the destination), and no host wait between.
 fn check_moves(mover: &Mover, src_stream: &Arc<CudaStream>, dst_stream: &Arc<CudaStream>) {
     let len = (32 << 20) + 5;
-    let want = pattern(len, 0x5c);
+    let want = pattern::bytes(len, 0x5c);
     let staged = src_stream.clone_htod(&want).unwrap();
     let mut src = src_stream.alloc_zeros::<u8>(len).unwrap();
     let mut dst = dst_stream.alloc_zeros::<u8>(len).unwrap();
@@ -66,8 +60,9 @@ fn check_moves(mover: &Mover, src_stream: &Arc<CudaStream>, dst_stream: &Arc<Cud
     // Overwritten at once: the move must have read it first.
     src_stream.memset_zeros(&mut src).unwrap();
     let got = dst_stream.clone_dtoh(&dst).unwrap();
-    assert!(
-        got == want,
+    assert_eq!(
+        first_mismatch(&want, &got),
+        None,
         "the destination does not hold the source's bytes"
     );
 
@@ -77,10 +72,8 @@ fn check_moves(mover: &Mover, src_stream: &Arc<CudaStream>, dst_stream: &Arc<Cud
         .unwrap();
     eprintln!("back: {plan:?}");
     dst_stream.memset_zeros(&mut dst).unwrap();
-    assert!(
-        src_stream.clone_dtoh(&back).unwrap() == want,
-        "the way back lost bytes"
-    );
+    let got = src_stream.clone_dtoh(&back).unwrap();
+    assert_eq!(first_mismatch(&want, &got), None, "the way back lost bytes");
 
     // A destination too short is an error, and touches nothing.
     let mut short = dst_stream.alloc_zeros::<u8>(len - 1).unwrap();

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +12,7 @@ use p2p_core::{AllocKind, Driver, Error as CoreError, PeerTable, SimDriver};
 use p2p_move::{Error, Mover, Policy, RawBytes, Route, StreamOrder};
 
 fn sim() -> Arc<SimDriver> {
-    Arc::new(SimDriver::from_toml_str(HEALTHY, Path::new("healthy.toml")).unwrap())
+    Arc::new(SimDriver::new(healthy()))
 }
 
 fn mover_on(sim: &Arc<SimDriver>) -> Mover {

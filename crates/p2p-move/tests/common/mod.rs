@@ -3,57 +3,29 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use p2p_core::memory::{DeviceBuffer, Stream};
-use p2p_core::sim::{seeds, SimOptions, Topology};
-use p2p_core::{AllocKind, Config, Driver, ProbeOptions, SimDriver};
+use p2p_core::pattern::first_mismatch;
+use p2p_core::sim::{SimDriver, SimOptions, Topology};
+use p2p_core::{AllocKind, Config, Driver, ProbeOptions};
 
-/// Four simulated GPUs, all pairs fine: the executor tests force routes by policy.
-pub(crate) const HEALTHY: &str = r#"
-[machine]
-name = "four healthy GPUs"
-[[gpu]]
-memory_mib = 512
-[[gpu]]
-memory_mib = 512
-[[gpu]]
-memory_mib = 512
-[[gpu]]
-memory_mib = 512
-[[peer]]
-from = 0
-to = 1
-both = true
-[[peer]]
-from = 0
-to = 2
-both = true
-[[peer]]
-from = 0
-to = 3
-both = true
-[[peer]]
-from = 1
-to = 2
-both = true
-[[peer]]
-from = 1
-to = 3
-both = true
-[[peer]]
-from = 2
-to = 3
-both = true
-"#;
+pub(crate) use p2p_core::pattern::bytes as pattern;
+
+/// Four simulated GPUs of 512 MiB, all pairs fine: the executor tests force routes by policy.
+pub(crate) fn healthy() -> Topology {
+    let mut topology = Topology::fully_connected(4).named("four healthy GPUs");
+    for gpu in &mut topology.gpus {
+        gpu.memory_mib = 512;
+    }
+    topology
+}
 
 /// The healthy machine, deferred, under schedule seed `seed`.
 pub(crate) fn sim_seeded(seed: u64) -> Arc<SimDriver> {
-    let topology = Topology::parse(HEALTHY, Path::new("healthy.toml")).unwrap();
     Arc::new(SimDriver::with_options(
-        topology,
+        healthy(),
         SimOptions::default().seed(seed),
     ))
 }
@@ -71,26 +43,14 @@ pub(crate) fn assert_clean(sim: &SimDriver) {
     }
 }
 
-/// Runs `body` on a fresh deferred machine per schedule seed of
-/// [`seeds`], checking each clean; a failure names its seed.
+/// Runs `body` on a fresh deferred healthy machine per schedule seed
+/// ([`p2p_core::sim::for_each_seed`]), failing with every report, and the
+/// seed, if one saw a problem.
 pub(crate) fn for_each_seed(body: impl Fn(Arc<SimDriver>)) {
-    for seed in seeds() {
-        struct SeedOnPanic(u64);
-        impl Drop for SeedOnPanic {
-            fn drop(&mut self) {
-                if std::thread::panicking() {
-                    eprintln!(
-                        "(failed under schedule seed {0}: replay with P2P_SIM_SEED={0})",
-                        self.0
-                    );
-                }
-            }
-        }
-        let guard = SeedOnPanic(seed);
-        let sim = sim_seeded(seed);
-        body(sim.clone());
-        assert_clean(&sim);
-        drop(guard);
+    let topology = healthy();
+    let swept = p2p_core::sim::for_each_seed(|run| body(run.machine(&topology)));
+    if let Err(problems) = swept {
+        panic!("{problems}");
     }
 }
 
@@ -108,19 +68,15 @@ pub(crate) fn require_gpus(driver: &Arc<dyn Driver>, n: usize) {
     assert!(have >= n, "[Unsupported: needs {n} GPUs, found {have}]");
 }
 
+/// Quick probes ([`ProbeOptions::quick`]) with a 500 ms deadline, no cache.
 pub(crate) fn test_config() -> Config {
     Config {
         probe: ProbeOptions {
             deadline: Duration::from_millis(500),
-            pattern_bytes: 256 << 10,
-            ..ProbeOptions::default()
+            ..ProbeOptions::quick()
         },
         ..Config::default()
     }
-}
-
-pub(crate) fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    p2p_core::probe::probe_pattern(len, seed)
 }
 
 pub(crate) fn complement(data: &[u8]) -> Vec<u8> {
@@ -133,11 +89,8 @@ pub(crate) fn device_with(
     data: &[u8],
     kind: AllocKind,
 ) -> DeviceBuffer {
-    let mut buffer = DeviceBuffer::new(driver, device, data.len(), kind).unwrap();
-    buffer
-        .write_from_slice(data, &Stream::new(driver, device).unwrap())
-        .unwrap();
-    buffer
+    let stream = Stream::new(driver, device).unwrap();
+    DeviceBuffer::from_slice(driver, data, kind, &stream).unwrap()
 }
 
 pub(crate) fn read(driver: &Arc<dyn Driver>, buffer: &DeviceBuffer) -> Vec<u8> {
@@ -148,14 +101,8 @@ pub(crate) fn read(driver: &Arc<dyn Driver>, buffer: &DeviceBuffer) -> Vec<u8> {
 
 /// Compares without printing megabytes on failure.
 pub(crate) fn assert_bytes(found: &[u8], expected: &[u8], what: &str) {
-    assert_eq!(found.len(), expected.len(), "{what}: length");
-    if let Some(i) = found.iter().zip(expected).position(|(a, b)| a != b) {
-        panic!(
-            "{what}: byte {i} of {} is {:#04x}, expected {:#04x}",
-            found.len(),
-            found[i],
-            expected[i]
-        );
+    if let Some(mismatch) = first_mismatch(expected, found) {
+        panic!("{what}: {mismatch} (of {} bytes)", expected.len());
     }
 }
 
