@@ -143,11 +143,11 @@ mod raw;
 #[cfg(doctest)]
 mod readme;
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use tch::Device;
 
-pub use error::{device_name, Error, Result};
+pub use error::{device_name, CudaMissing, Error, Result, TensorProblem, TorchCudaError};
 pub use movable::Movable;
 pub use mover::{Mode, TchMover};
 pub use p2p_core::{CacheSetting, Config, DisabledPairs};
@@ -162,15 +162,23 @@ pub use prepare::{PACK_ALIGN_BYTES, PACK_BYTES, PACK_MAX_TENSOR_BYTES};
 /// [`Error::NoCuda`] when the library cannot be loaded (a CPU-only PyTorch,
 /// or its `torch/lib` not on `LD_LIBRARY_PATH`). CPU moves work regardless.
 pub fn init() -> Result<()> {
-    raw::torch_cuda().map(drop).map_err(|err| Error::NoCuda {
-        detail: err.to_string(),
-    })
+    raw::torch_cuda()
+        .map(drop)
+        .map_err(|err| no_cuda(CudaMissing::TorchCuda(TorchCudaError(err))))
+}
+
+/// [`Error::NoCuda`] from setting up, before any call named a device.
+fn no_cuda(missing: CudaMissing) -> Error {
+    Error::NoCuda {
+        asked_for: None,
+        missing,
+    }
 }
 
 /// Why the process-wide mover could not be made, kept to be reported again.
 enum SetupFailure {
-    NoCuda(String),
-    Other(String),
+    NoCuda(CudaMissing),
+    Other(Arc<Error>),
 }
 
 static DEFAULT_MOVER: OnceLock<std::result::Result<TchMover, SetupFailure>> = OnceLock::new();
@@ -186,17 +194,15 @@ static DEFAULT_MOVER: OnceLock<std::result::Result<TchMover, SetupFailure>> = On
 pub fn default_mover() -> Result<&'static TchMover> {
     let made = DEFAULT_MOVER.get_or_init(|| {
         TchMover::from_env().map_err(|err| match err {
-            Error::NoCuda { detail } => SetupFailure::NoCuda(detail),
-            other => SetupFailure::Other(other.to_string()),
+            Error::NoCuda { missing, .. } => SetupFailure::NoCuda(missing),
+            other => SetupFailure::Other(Arc::new(other)),
         })
     });
     match made {
         Ok(mover) => Ok(mover),
-        Err(SetupFailure::NoCuda(detail)) => Err(Error::NoCuda {
-            detail: detail.clone(),
-        }),
-        Err(SetupFailure::Other(detail)) => Err(Error::Setup {
-            detail: detail.clone(),
+        Err(SetupFailure::NoCuda(missing)) => Err(no_cuda(missing.clone())),
+        Err(SetupFailure::Other(source)) => Err(Error::Setup {
+            source: source.clone(),
         }),
     }
 }
@@ -292,11 +298,9 @@ fn move_with_default<T: Movable + ?Sized>(
         return mover::rebuild(value, same);
     }
     let mover = default_mover().map_err(|err| match err {
-        Error::NoCuda { detail } => Error::NoCuda {
-            detail: format!(
-                "{} was asked for, but {detail}",
-                cuda_in_call(device, &sources)
-            ),
+        Error::NoCuda { missing, .. } => Error::NoCuda {
+            asked_for: Some(cuda_in_call(device, &sources)),
+            missing,
         },
         other => other,
     })?;
@@ -305,12 +309,11 @@ fn move_with_default<T: Movable + ?Sized>(
 }
 
 /// The first CUDA device a call names, for messages.
-fn cuda_in_call(device: Device, sources: &[prepare::Source<'_>]) -> String {
-    let first = std::iter::once(device)
+fn cuda_in_call(device: Device, sources: &[prepare::Source<'_>]) -> Device {
+    std::iter::once(device)
         .chain(sources.iter().map(|source| source.device))
         .find(|device| device.is_cuda())
-        .unwrap_or(device);
-    device_name(first)
+        .unwrap_or(device)
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use p2p_core::{Config, CudaDriver, Driver, InvalidDevice, Location, PeerTable, S
 use p2p_move::{Mover, Plan, Policy, StreamOrder};
 use tch::{Device, Tensor};
 
-use crate::error::{Error, Result};
+use crate::error::{CudaMissing, Error, Result, TorchCudaError};
 use crate::movable::{self, Movable};
 use crate::prepare::{self, Source};
 use crate::raw::{self, InFlight, TensorCopy, TorchCuda};
@@ -65,31 +65,29 @@ impl TchMover {
     /// disagree on how many GPUs there are; [`Error::Move`] for a policy the
     /// planner cannot use.
     pub fn new(config: Config, policy: Policy) -> Result<TchMover> {
-        let torch = raw::torch_cuda().map_err(|err| Error::NoCuda {
-            detail: err.to_string(),
-        })?;
-        let torch_count = torch_device_count();
-        if torch_count == 0 {
-            return Err(Error::NoCuda {
-                detail: format!(
-                    "PyTorch sees no CUDA device (libtorch_cuda.so loaded from {}); check \
-                     `nvidia-smi` and CUDA_VISIBLE_DEVICES",
-                    torch.path
-                ),
-            });
+        let no_cuda = |missing| Error::NoCuda {
+            asked_for: None,
+            missing,
+        };
+        let torch = raw::torch_cuda()
+            .map_err(|err| no_cuda(CudaMissing::TorchCuda(TorchCudaError(err))))?;
+        let torch_gpus = torch_device_count();
+        if torch_gpus == 0 {
+            return Err(no_cuda(CudaMissing::NoDevice {
+                library: torch.path.clone(),
+            }));
         }
-        let driver = CudaDriver::new().map_err(|err| Error::NoCuda {
-            detail: format!(
-                "PyTorch sees {torch_count} GPU(s), but the CUDA driver API does not: {err}"
-            ),
+        let driver = CudaDriver::new().map_err(|err| {
+            no_cuda(CudaMissing::Driver {
+                torch_gpus,
+                source: Arc::new(err.into()),
+            })
         })?;
-        if driver.device_count() != torch_count {
-            return Err(Error::NoCuda {
-                detail: format!(
-                    "PyTorch sees {torch_count} GPU(s) and the CUDA driver {}: device numbers would not match",
-                    driver.device_count()
-                ),
-            });
+        if driver.device_count() != torch_gpus {
+            return Err(no_cuda(CudaMissing::CountMismatch {
+                torch_gpus,
+                driver_gpus: driver.device_count(),
+            }));
         }
         let driver: Arc<dyn Driver> = Arc::new(driver);
         let table = Arc::new(PeerTable::new(driver.clone(), config));
@@ -216,7 +214,8 @@ impl TchMover {
         self.torch
             .current_stream(device)
             .map_err(|err| Error::NoCuda {
-                detail: err.to_string(),
+                asked_for: Some(Device::Cuda(device)),
+                missing: CudaMissing::TorchCuda(TorchCudaError(err)),
             })
     }
 

@@ -15,7 +15,7 @@
 
 use tch::{Device, Kind, Tensor};
 
-use crate::error::{device_name, is_out_of_memory, Error, Result};
+use crate::error::{device_name, is_out_of_memory, Error, Result, TensorProblem};
 
 /// Tensors of at most this many bytes may be packed with others.
 pub const PACK_MAX_TENSOR_BYTES: usize = 256 << 10;
@@ -38,32 +38,20 @@ pub(crate) struct Source<'a> {
 
 /// Checks that `tensor` is one this crate can move and reads what the move needs.
 pub(crate) fn inspect(index: usize, tensor: &Tensor) -> Result<Source<'_>> {
-    let unsupported = |reason: String| Error::UnsupportedTensor { index, reason };
+    let unsupported = |problem| Error::UnsupportedTensor { index, problem };
     if !tensor.defined() {
-        return Err(unsupported(
-            "it is undefined (an empty `Tensor::new()` handle)".into(),
-        ));
+        return Err(unsupported(TensorProblem::Undefined));
     }
     // 0 for strided tensors; sparse layouts have sparse dimensions, and the
     // others (MKL-DNN, ...) refuse the question.
     match tensor.f_sparse_dim() {
         Ok(0) => {}
-        Ok(_) => {
-            return Err(unsupported(
-                "it is sparse; move its indices and values, or a `to_dense()` copy".into(),
-            ))
-        }
-        Err(err) => {
-            return Err(unsupported(format!(
-                "its layout is not strided (dense): {err}"
-            )))
-        }
+        Ok(_) => return Err(unsupported(TensorProblem::Sparse)),
+        Err(err) => return Err(unsupported(TensorProblem::NotStrided(err))),
     }
-    let kind = tensor.f_kind().map_err(|err| {
-        unsupported(format!(
-            "its element type is one tch 0.24 cannot name ({err})"
-        ))
-    })?;
+    let kind = tensor
+        .f_kind()
+        .map_err(|err| unsupported(TensorProblem::UnnamedKind(err)))?;
     let device = tensor.device();
     match device {
         Device::Cpu | Device::Cuda(_) => {}
@@ -290,13 +278,12 @@ pub(crate) fn torch_failure(
     action: &str,
     err: tch::TchError,
 ) -> Error {
-    let message = err.to_string();
-    if is_out_of_memory(&message) {
+    if is_out_of_memory(&err.to_string()) {
         Error::OutOfMemory {
             device,
             bytes,
             kind,
-            detail: message,
+            source: err,
         }
     } else {
         Error::Torch {

@@ -7,5 +7,5 @@ mod loader;
 mod queued;
 
 pub(crate) use in_flight::InFlight;
-pub(crate) use loader::{torch_cuda, TorchCuda};
+pub(crate) use loader::{torch_cuda, LoadError, TorchCuda};
 pub(crate) use queued::{park, queue, QueuedCopies, TensorCopy};
