@@ -1,17 +1,28 @@
 //! Batches: many moves queued together, peer copies from one device in one
-//! batch call, everything waited for (also after a failure part-way).
+//! batch call, staged moves between one pair of GPUs coalesced through
+//! shared pinned slots, everything waited for (also after a failure part-way).
+
+use std::collections::HashMap;
 
 use p2p_core::Location;
 
+use super::schedule::Schedule;
 use super::{borrowed, checked_len, routes, transfer, Hold, Mover};
-use super::{BatchCompletion, BatchTransfer, MoveSource, MoveTarget, RawBytes, StreamOrder};
+use super::{
+    BatchCompletion, BatchTransfer, Completion, MoveSource, MoveTarget, RawBytes, StreamOrder,
+};
 use crate::{Plan, Result, Route};
 
 impl Mover {
     /// Copies many ranges at once and returns when all are there: any
     /// iterator of `(source, target)` pairs (`&dyn` ones to mix kinds).
-    /// Peer copies from one device go out in one batch call, and nothing
-    /// waits on the host until everything is queued.
+    /// Peer copies from one device go out in one batch call. Staged moves
+    /// between one pair of GPUs travel together: packed back to back into
+    /// shared pinned slots, one batched download and one batched upload per
+    /// slot, planned for their total size (so below
+    /// [`Policy::host_relay_bytes`](crate::Policy::host_relay_bytes) in total
+    /// the host relays one slot, and above it the slots are pipelined);
+    /// each returned [`Plan`] is still the item's own.
     pub fn copy_batch<'a, S, D, I>(&self, items: I) -> Result<Vec<Plan>>
     where
         S: MoveSource + ?Sized + 'a,
@@ -80,72 +91,8 @@ impl Mover {
         hold: Hold,
     ) -> Result<BatchCompletion> {
         let mut batch = BatchCompletion::default();
-        let result = (|| {
-            // Many items share source, destination and size: plan each kind once.
-            let mut plans: std::collections::HashMap<(Location, Location, usize), Plan> =
-                Default::default();
-            let mut peers = Vec::new();
-            let mut peer_items = Vec::new();
-            let mut peer_plans = Vec::new();
-            let mut verify = Vec::new();
-            for &(s, d, len) in items {
-                let key = (s.location(), d.location(), len);
-                let plan = match plans.get(&key) {
-                    Some(plan) => plan.clone(),
-                    None => {
-                        let plan = self.plan(key.0, key.1, len)?;
-                        plans.insert(key, plan.clone());
-                        plan
-                    }
-                };
-                batch.plans.push(plan.clone());
-                match (s, d, plan.route) {
-                    (RawBytes::Device(sp), RawBytes::Device(dp), Route::Peer) if len > 0 => {
-                        self.shared.grants.open_defaults(sp.device, dp.device);
-                        peers.push((sp.device, peer_items.len(), len));
-                        peer_items.push((s, d));
-                        peer_plans.push(plan);
-                        if self.verify {
-                            verify.push(transfer::VerifyRequest {
-                                src: s,
-                                dst: d,
-                                len,
-                            });
-                        }
-                    }
-                    // SAFETY: forwarded caller contract.
-                    _ => batch
-                        .parts
-                        .push(unsafe { self.queue(s, d, len, order, hold)? }),
-                }
-            }
-            if !peers.is_empty() {
-                let schedule = routes::batch(&peers, order.sides());
-                let mut pairs: Vec<(usize, usize)> = peer_items
-                    .iter()
-                    .filter_map(|(s, d)| match (s, d) {
-                        (RawBytes::Device(s), RawBytes::Device(d)) => Some((s.device, d.device)),
-                        _ => None,
-                    })
-                    .collect();
-                pairs.sort_unstable();
-                pairs.dedup();
-                // SAFETY: forwarded caller contract.
-                let part = unsafe {
-                    self.submit(
-                        peer_plans,
-                        &schedule,
-                        &peer_items,
-                        order,
-                        hold,
-                        pairs,
-                        verify,
-                    )?
-                };
-                batch.parts.push(part);
-            }
-            Ok(())
-        })();
+        // SAFETY: forwarded caller contract.
+        let result = unsafe { self.queue_batch_parts(items, order, hold, &mut batch) };
         match result {
             Ok(()) => Ok(batch),
             Err(err) => {
@@ -159,6 +106,155 @@ impl Mover {
                 }
                 Err(err)
             }
+        }
+    }
+
+    /// Plans every item, queues the ones that travel alone, and submits the
+    /// groups: peer copies per source device as batches, staged moves per
+    /// pair of GPUs coalesced into shared pinned slots.
+    ///
+    /// # Safety
+    /// As [`Mover::copy_batch_raw_async`].
+    unsafe fn queue_batch_parts(
+        &self,
+        items: &[(RawBytes, RawBytes, usize)],
+        order: StreamOrder,
+        hold: Hold,
+        batch: &mut BatchCompletion,
+    ) -> Result<()> {
+        // Many items share source, destination and size: plan each kind once.
+        let mut plans: HashMap<(Location, Location, usize), Plan> = HashMap::new();
+        let mut peers = Group::default();
+        let mut staged: Vec<((usize, usize), Group)> = Vec::new();
+        for &(s, d, len) in items {
+            let key = (s.location(), d.location(), len);
+            let plan = match plans.get(&key) {
+                Some(plan) => plan.clone(),
+                None => {
+                    let plan = self.plan(key.0, key.1, len)?;
+                    plans.insert(key, plan.clone());
+                    plan
+                }
+            };
+            batch.plans.push(plan.clone());
+            match (s, d, plan.route) {
+                (RawBytes::Device(sp), RawBytes::Device(dp), Route::Peer) if len > 0 => {
+                    self.shared.grants.open_defaults(sp.device, dp.device);
+                    peers.push(self.verify, s, d, len, plan);
+                }
+                (RawBytes::Device(sp), RawBytes::Device(dp), Route::Staged)
+                    if len > 0 && s != d =>
+                {
+                    let pair = (sp.device, dp.device);
+                    let at = match staged.iter().position(|(p, _)| *p == pair) {
+                        Some(at) => at,
+                        None => {
+                            staged.push((pair, Group::default()));
+                            staged.len() - 1
+                        }
+                    };
+                    staged[at].1.push(self.verify, s, d, len, plan);
+                }
+                // SAFETY: forwarded caller contract.
+                _ => batch
+                    .parts
+                    .push(unsafe { self.queue(s, d, len, order, hold)? }),
+            }
+        }
+        if !peers.items.is_empty() {
+            let lens: Vec<_> = peers
+                .items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (s, _))| match s {
+                    RawBytes::Device(s) => Some((s.device, i, peers.lens[i])),
+                    RawBytes::Host { .. } => None,
+                })
+                .collect();
+            let schedule = routes::batch(&lens, order.sides(None, None));
+            let pairs = peers.device_pairs();
+            // SAFETY: forwarded caller contract.
+            let part = unsafe { peers.submit(self, &schedule, order, hold, pairs)? };
+            batch.parts.push(part);
+        }
+        for ((src, dst), group) in staged {
+            let total = group.lens.iter().sum();
+            let plan = self.plan(Location::Cuda(src), Location::Cuda(dst), total)?;
+            if plan.route != Route::Staged {
+                // The verdicts changed under the batch: each part on its own.
+                for ((s, d), len) in group.items.into_iter().zip(group.lens) {
+                    // SAFETY: forwarded caller contract.
+                    batch
+                        .parts
+                        .push(unsafe { self.queue(s, d, len, order, hold)? });
+                }
+                continue;
+            }
+            let schedule =
+                routes::coalesced::build(&plan, &group.lens, src, dst, order.sides(None, None));
+            // SAFETY: forwarded caller contract.
+            let part = unsafe { group.submit(self, &schedule, order, hold, Vec::new())? };
+            batch.parts.push(part);
+        }
+        Ok(())
+    }
+}
+
+/// Items of a batch that travel together.
+#[derive(Debug, Default)]
+struct Group {
+    items: Vec<(RawBytes, RawBytes)>,
+    lens: Vec<usize>,
+    plans: Vec<Plan>,
+    verify: Vec<transfer::VerifyRequest>,
+}
+
+impl Group {
+    fn push(&mut self, verify: bool, src: RawBytes, dst: RawBytes, len: usize, plan: Plan) {
+        self.items.push((src, dst));
+        self.lens.push(len);
+        self.plans.push(plan);
+        if verify {
+            self.verify.push(transfer::VerifyRequest { src, dst, len });
+        }
+    }
+
+    /// The direct pairs the group's copies use, once each.
+    fn device_pairs(&self) -> Vec<(usize, usize)> {
+        let mut pairs: Vec<(usize, usize)> = self
+            .items
+            .iter()
+            .filter_map(|(s, d)| match (s, d) {
+                (RawBytes::Device(s), RawBytes::Device(d)) => Some((s.device, d.device)),
+                _ => None,
+            })
+            .collect();
+        pairs.sort_unstable();
+        pairs.dedup();
+        pairs
+    }
+
+    /// # Safety
+    /// As [`Mover::copy_batch_raw_async`], for every item.
+    unsafe fn submit(
+        self,
+        mover: &Mover,
+        schedule: &Schedule,
+        order: StreamOrder,
+        hold: Hold,
+        pairs: Vec<(usize, usize)>,
+    ) -> Result<Completion> {
+        // SAFETY: forwarded caller contract.
+        unsafe {
+            mover.submit(
+                self.plans,
+                schedule,
+                &self.items,
+                order,
+                hold,
+                pairs,
+                self.verify,
+            )
         }
     }
 }
