@@ -15,6 +15,7 @@ use p2p_core::{AllocKind, Backend, DeviceAddr, Driver};
 
 pub(crate) use crate::support::require_gpus;
 
+pub(crate) mod host;
 pub(crate) mod memory;
 pub(crate) mod ordering;
 pub(crate) mod peer;
@@ -41,6 +42,7 @@ macro_rules! driver_contract {
             memory::an_impossible_allocation_is_out_of_memory,
             memory::invalid_devices_are_rejected_everywhere,
             memory::pinned_memory_round_trips_through_a_device,
+            host::batched_host_copies_land_in_place,
             ordering::streams_and_events_are_distinct_live_handles,
             ordering::events_order_streams_and_time_work,
             ordering::one_driver_serves_many_threads_at_once,
