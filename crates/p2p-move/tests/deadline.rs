@@ -23,8 +23,9 @@ const SLOW_BYTES: usize = 1 << 20;
 const MOVE_BYTES: usize = 4096;
 const DEADLINE: Duration = Duration::from_millis(5);
 
-#[test]
-fn slow_work_queued_ahead_on_the_callers_stream_is_not_a_hang() {
+/// The [`SLOW_HOST`] machine, and a mover on it whose probes and moves
+/// have [`DEADLINE`].
+fn slow_host_machine() -> (Arc<SimDriver>, Arc<dyn Driver>, Mover) {
     let sim = Arc::new(SimDriver::from_toml_str(SLOW_HOST, Path::new("slow-host.toml")).unwrap());
     let driver: Arc<dyn Driver> = sim.clone();
     let mut config = Config::default();
@@ -32,6 +33,12 @@ fn slow_work_queued_ahead_on_the_callers_stream_is_not_a_hang() {
     config.probe.pattern_bytes = 64 << 10;
     let table = Arc::new(PeerTable::new(driver.clone(), config));
     let mover = Mover::new(table, Policy::default()).unwrap();
+    (sim, driver, mover)
+}
+
+#[test]
+fn slow_work_queued_ahead_on_the_callers_stream_is_not_a_hang() {
+    let (sim, driver, mover) = slow_host_machine();
 
     // Everything allocated, and the mover's staging set up by a first move,
     // before the slow work is queued: an allocation may wait for the device.
@@ -95,13 +102,7 @@ fn slow_work_queued_ahead_on_the_callers_stream_is_not_a_hang() {
 /// recording an event of its own when the stream is idle.
 #[test]
 fn a_move_behind_a_slow_move_on_the_movers_stream_is_not_a_hang() {
-    let sim = Arc::new(SimDriver::from_toml_str(SLOW_HOST, Path::new("slow-host.toml")).unwrap());
-    let driver: Arc<dyn Driver> = sim.clone();
-    let mut config = Config::default();
-    config.probe.deadline = DEADLINE;
-    config.probe.pattern_bytes = 64 << 10;
-    let table = Arc::new(PeerTable::new(driver.clone(), config));
-    let mover = Mover::new(table, Policy::default()).unwrap();
+    let (sim, driver, mover) = slow_host_machine();
     let reader = Stream::new(&driver, 0).unwrap();
 
     let mut slow_src = PinnedBuffer::new(&driver, SLOW_BYTES).unwrap();
