@@ -2,9 +2,8 @@
 
 use std::sync::Arc;
 
-use p2p_core::config::ENV_DISABLE;
 use p2p_core::sim::{builtin_topology, SimOptions, Topology};
-use p2p_core::{Backend, Config, CudaDriver, Driver, Error, PeerTable, SimDriver};
+use p2p_core::{Backend, Config, CudaDriver, Driver, Error, PeerTable, SimDriver, ENV_DISABLE};
 
 /// Topology files larger than this are refused unread (1000 GPUs take ~100 KiB).
 const MAX_TOPOLOGY_BYTES: u64 = 16 << 20;

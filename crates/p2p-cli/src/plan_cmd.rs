@@ -2,8 +2,7 @@
 
 use std::process::ExitCode;
 
-use p2p_core::config::ENV_DISABLE;
-use p2p_core::{Location, Reason};
+use p2p_core::{Location, Reason, ENV_DISABLE};
 use p2p_move::{format_size, plan, Layout, Policy, Route};
 use serde_json::json;
 

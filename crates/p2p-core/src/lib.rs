@@ -73,6 +73,13 @@
 //! Moving bytes by the route the verdicts allow is the `p2p-move` crate's
 //! job; this crate only judges.
 //!
+//! Every item has one path: the driver, the backends, verdicts, the table,
+//! the settings and errors at the crate root; the simulator's machines,
+//! faults and test helpers in [`sim`], the owning wrappers of device memory,
+//! streams and events in [`memory`], byte patterns and the comparison of
+//! copies in [`pattern`], the cache file's format in [`cache`], and the
+//! bounded reading of files others control in [`files`].
+//!
 //! The CUDA version of the bindings is chosen by one feature named as
 //! cudarc's (`cuda-12080`, the default; `cuda-12060`, `cuda-13000`, ...), so
 //! that a crate using cudarc itself builds both against the same version:
@@ -116,8 +123,8 @@ compile_error!(
 );
 
 pub mod cache;
-pub mod config;
-pub mod cuda;
+mod config;
+mod cuda;
 mod device;
 mod driver;
 mod error;
@@ -126,12 +133,15 @@ mod location;
 pub mod memory;
 pub mod pattern;
 mod peer_access;
-pub mod probe;
+mod probe;
 pub mod sim;
 mod table;
 mod verdict;
 
-pub use config::{CacheSetting, Config, DisabledPairs};
+pub use config::{
+    CacheSetting, Config, DisabledPairs, ENV_CACHE_DIR, ENV_DISABLE, ENV_NO_CACHE,
+    ENV_PROBE_TIMEOUT_MS, ENV_REPROBE,
+};
 pub use cuda::CudaDriver;
 pub use cudarc;
 pub use device::{DeviceInfo, PeerClaim};
@@ -143,6 +153,6 @@ pub use error::{Error, InvalidDevice, Result, Side};
 pub use location::{Location, ParseLocationError};
 pub use peer_access::PeerAccess;
 pub use probe::{probe_pair, probe_with, ProbeOptions};
-pub use sim::SimDriver;
+pub use sim::sim_driver::SimDriver;
 pub use table::{PeerTable, RETRY_BACKOFF_FIRST, RETRY_BACKOFF_MAX};
 pub use verdict::{PairState, PeerVerdict, Reason};

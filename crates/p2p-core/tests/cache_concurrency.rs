@@ -11,8 +11,10 @@ use std::time::Duration;
 
 use p2p_core::cache::{Fingerprint, VerdictCache};
 use p2p_core::memory::DeviceBuffer;
-use p2p_core::sim::{Fault, PeerSpec, SimDriver, Topology};
-use p2p_core::{AllocKind, Config, Driver, Error, PeerTable, Reason, RETRY_BACKOFF_FIRST};
+use p2p_core::sim::{Fault, PeerSpec, Topology};
+use p2p_core::{
+    AllocKind, Config, Driver, Error, PeerTable, Reason, SimDriver, RETRY_BACKOFF_FIRST,
+};
 use support::{for_each_seed, quick_config, within_20s};
 
 /// Five GPUs: 0 <-> 1 and 0 <-> 2 work, 0 -> 3 hangs, 1 -> 3 cannot be enabled,

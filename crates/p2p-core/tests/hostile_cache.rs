@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use p2p_core::cache::{now_ms, CachedVerdict, Fingerprint, VerdictCache, CACHE_FORMAT};
-use p2p_core::sim::{Fault, SimDriver, Topology};
-use p2p_core::{Config, PeerTable, PeerVerdict, Reason};
+use p2p_core::sim::{Fault, Topology};
+use p2p_core::{Config, PeerTable, PeerVerdict, Reason, SimDriver};
 use serde_json::{json, Value};
 use support::{tiny_config, within_20s};
 

@@ -17,8 +17,10 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use p2p_core::cache::{Fingerprint, VerdictCache};
-use p2p_core::sim::{seeds, CallCounts, CallKind, Fault, SimDriver, Topology};
-use p2p_core::{probe_pair, AllocKind, Config, Driver, PeerTable, PeerVerdict, Reason, StreamId};
+use p2p_core::sim::{seeds, CallCounts, CallKind, Fault, Topology};
+use p2p_core::{
+    probe_pair, AllocKind, Config, Driver, PeerTable, PeerVerdict, Reason, SimDriver, StreamId,
+};
 use support::{seeded, tiny_config, tiny_probes};
 
 /// 0 <-> 1 healthy; 1 -> 2 delivers zeros and 0 -> 2 hangs (their reverses

@@ -12,8 +12,8 @@ use std::sync::{mpsc, Arc, Barrier};
 use std::time::Duration;
 
 use p2p_core::cache::{Fingerprint, VerdictCache};
-use p2p_core::sim::{seeds, Fault, PeerSpec, SimDriver, Topology};
-use p2p_core::{Config, PeerTable, Reason};
+use p2p_core::sim::{seeds, Fault, PeerSpec, Topology};
+use p2p_core::{Config, PeerTable, Reason, SimDriver};
 use support::{seeded, tiny_config};
 
 /// 0, 1, 2 reach each other; 2 -> 3 delivers zeros, 1 -> 3 hangs, 3 -> 2 works.

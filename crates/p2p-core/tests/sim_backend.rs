@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use p2p_core::pattern::{self, first_mismatch};
-use p2p_core::sim::{builtin_topology, Fault, PeerSpec, SimDriver, Topology, CORRUPT_FIRST_OFFSET};
-use p2p_core::{AllocKind, Backend, DeviceAddr, Driver, Error, EventId, StreamId};
+use p2p_core::sim::{builtin_topology, Fault, PeerSpec, Topology, CORRUPT_FIRST_OFFSET};
+use p2p_core::{AllocKind, Backend, DeviceAddr, Driver, Error, EventId, SimDriver, StreamId};
 
 use support::*;
 

@@ -5,8 +5,8 @@ mod support;
 use std::time::Duration;
 
 use p2p_core::pattern;
-use p2p_core::sim::{CallKind, Execution, Fault, ReportKind, SimDriver, POISON};
-use p2p_core::{AllocKind, DeviceAddr, Driver, Error, MemRange, StreamId};
+use p2p_core::sim::{CallKind, Execution, Fault, ReportKind, POISON};
+use p2p_core::{AllocKind, DeviceAddr, Driver, Error, MemRange, SimDriver, StreamId};
 use support::*;
 
 fn memset(driver: &SimDriver, dst: DeviceAddr, value: u8, bytes: usize, stream: StreamId) {

@@ -3,8 +3,7 @@
 mod support;
 
 use p2p_core::pattern;
-use p2p_core::sim::SimDriver;
-use p2p_core::{AllocKind, DeviceAddr, Driver, PoolId, StreamId};
+use p2p_core::{AllocKind, DeviceAddr, Driver, PoolId, SimDriver, StreamId};
 use support::*;
 
 /// Virtual milliseconds that `work` takes on a fresh stream of `device`.

@@ -56,7 +56,7 @@ impl ProbeOptions {
 }
 
 /// How many bytes re-validate a cached `verified` (at most the probe's own size).
-pub const REVALIDATE_BYTES: usize = 64 << 10;
+pub(crate) const REVALIDATE_BYTES: usize = 64 << 10;
 
 /// Probes peer copy `from -> to` and returns its verdict, with peer access
 /// managed by a [`PeerAccess`] of its own (see [`probe_with`]).
@@ -202,7 +202,7 @@ fn probe_open(
 /// in the fingerprint changing). Opens the direction through `access` first,
 /// as the copy must take the direct path to test it. `Ok(None)`: the bytes
 /// arrived; `Ok(Some(reason))`: they did not, or not in time.
-pub fn revalidate(
+pub(crate) fn revalidate(
     access: &PeerAccess,
     from: usize,
     to: usize,

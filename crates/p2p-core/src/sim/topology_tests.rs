@@ -4,6 +4,7 @@ use std::path::Path;
 
 use super::topology::line_column;
 use super::*;
+use crate::Result;
 
 const EXAMPLE: &str = r#"[machine]
 name = "4 x RTX 4090 on PCIe"   # optional

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use p2p_core::memory::{DeviceBuffer, Stream};
 use p2p_core::pattern;
-use p2p_core::sim::{Execution, PeerSpec, SimDriver, SimOptions, Topology};
+use p2p_core::sim::{Execution, PeerSpec, SimOptions, Topology};
 use p2p_core::{
-    AllocKind, CacheSetting, Config, DeviceAddr, Driver, Error, ProbeOptions, StreamId,
+    AllocKind, CacheSetting, Config, DeviceAddr, Driver, Error, ProbeOptions, SimDriver, StreamId,
 };
 
 pub(crate) use p2p_core::sim::SeedRun;

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use p2p_core::memory::{DeviceBuffer, Stream};
 use p2p_core::pattern::first_mismatch;
-use p2p_core::sim::{SimDriver, SimOptions, Topology};
-use p2p_core::{AllocKind, Config, Driver, ProbeOptions};
+use p2p_core::sim::{SimOptions, Topology};
+use p2p_core::{AllocKind, Config, Driver, ProbeOptions, SimDriver};
 
 pub(crate) use p2p_core::pattern::bytes as pattern;
 
