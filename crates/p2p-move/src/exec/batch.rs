@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use p2p_core::Location;
 
-use super::schedule::Schedule;
+use super::schedule::{LaneKind, Schedule};
 use super::{borrowed, checked_len, routes, transfer, Hold, Mover};
 use super::{
     BatchCompletion, BatchTransfer, Completion, MoveSource, MoveTarget, RawBytes, StreamOrder,
@@ -110,8 +110,9 @@ impl Mover {
     }
 
     /// Plans every item, queues the ones that travel alone, and submits the
-    /// groups: peer copies per source device as batches, staged moves per
-    /// pair of GPUs coalesced into shared pinned slots.
+    /// groups: single DMA copies (peer, to and from pinned host memory) as
+    /// one batch per stream, staged moves per pair of GPUs coalesced into
+    /// shared pinned slots.
     ///
     /// # Safety
     /// As [`Mover::copy_batch_raw_async`].
@@ -124,7 +125,9 @@ impl Mover {
     ) -> Result<()> {
         // Many items share source, destination and size: plan each kind once.
         let mut plans: HashMap<(Location, Location, usize), Plan> = HashMap::new();
-        let mut peers = Group::default();
+        // Single DMA copies (peer, pinned host), batched per lane.
+        let mut dma = Group::default();
+        let mut dma_lanes: Vec<(LaneKind, usize)> = Vec::new();
         let mut staged: Vec<((usize, usize), Group)> = Vec::new();
         for &(s, d, len) in items {
             let key = (s.location(), d.location(), len);
@@ -140,7 +143,17 @@ impl Mover {
             match (s, d, plan.route) {
                 (RawBytes::Device(sp), RawBytes::Device(dp), Route::Peer) if len > 0 => {
                     self.shared.grants.open_defaults(sp.device, dp.device);
-                    peers.push(self.verify, s, d, len, plan);
+                    dma_lanes.push((LaneKind::Outbound(sp.device), len));
+                    dma.push(self.verify, s, d, len, plan);
+                }
+                // Pinned host memory moves by one DMA copy: batched per lane too.
+                (RawBytes::Host { pinned: true, .. }, RawBytes::Device(dp), _) if len > 0 => {
+                    dma_lanes.push((LaneKind::Inbound(dp.device), len));
+                    dma.push(self.verify, s, d, len, plan);
+                }
+                (RawBytes::Device(sp), RawBytes::Host { pinned: true, .. }, _) if len > 0 => {
+                    dma_lanes.push((LaneKind::Outbound(sp.device), len));
+                    dma.push(self.verify, s, d, len, plan);
                 }
                 (RawBytes::Device(sp), RawBytes::Device(dp), Route::Staged)
                     if len > 0 && s != d =>
@@ -161,20 +174,16 @@ impl Mover {
                     .push(unsafe { self.queue(s, d, len, order, hold)? }),
             }
         }
-        if !peers.items.is_empty() {
-            let lens: Vec<_> = peers
-                .items
+        if !dma.items.is_empty() {
+            let lanes: Vec<_> = dma_lanes
                 .iter()
                 .enumerate()
-                .filter_map(|(i, (s, _))| match s {
-                    RawBytes::Device(s) => Some((s.device, i, peers.lens[i])),
-                    RawBytes::Host { .. } => None,
-                })
+                .map(|(i, &(lane, len))| (lane, i, len))
                 .collect();
-            let schedule = routes::batch(&lens, order.sides(None, None));
-            let pairs = peers.device_pairs();
+            let schedule = routes::batch(&lanes, order.sides(None, None));
+            let pairs = dma.device_pairs();
             // SAFETY: forwarded caller contract.
-            let part = unsafe { peers.submit(self, &schedule, order, hold, pairs)? };
+            let part = unsafe { dma.submit(self, &schedule, order, hold, pairs)? };
             batch.parts.push(part);
         }
         for ((src, dst), group) in staged {
@@ -219,7 +228,7 @@ impl Group {
         }
     }
 
-    /// The direct pairs the group's copies use, once each.
+    /// The direct (peer) pairs the group's copies use, once each.
     fn device_pairs(&self) -> Vec<(usize, usize)> {
         let mut pairs: Vec<(usize, usize)> = self
             .items
