@@ -211,6 +211,37 @@ fn a_batch_of_mixed_routes_delivers_every_part() {
     });
 }
 
+/// Via moves (2 -> 3 through cuda:0 on the builtin machine) travel as one
+/// group through scratch buffers on the middle GPU, over many of them.
+#[test]
+fn coalesced_via_parts_arrive() {
+    for_each_builtin_seed(|sim| {
+        let driver: Arc<dyn Driver> = sim.clone();
+        let policy = Policy {
+            chunk_bytes: 16 << 10,
+            min_chunk_bytes: 16 << 10,
+            pipeline_depth: 2,
+            small_copy_bytes: 0,
+            ..Policy::default()
+        };
+        let mover = mover(&driver, policy, "none");
+        let (data, srcs, mut dsts) = parts(&driver, 2, 3, PART_LENS, 150);
+        mover.copy_batch(srcs.iter().zip(dsts.iter_mut())).unwrap();
+        let before = sim.call_counts();
+        let plans = mover.copy_batch(srcs.iter().zip(dsts.iter_mut())).unwrap();
+        let calls = sim.call_counts().since(&before);
+        assert!(
+            plans.iter().any(|p| p.route == Route::Via { gpu: 0 }),
+            "{plans:?}"
+        );
+        // About 9 buffers of 16 KiB, two legs each: a batched copy per leg
+        // and buffer, not one per part and leg.
+        let buffers = PART_LENS.iter().sum::<usize>().div_ceil(16 << 10) as u64;
+        assert!(calls.of(CallKind::Copy) <= 2 * buffers, "{calls:?}");
+        check_parts(&driver, &data, &srcs, &dsts);
+    });
+}
+
 /// 48 staged parts of 16 KiB cost a handful of events, not a few per part:
 /// they travel as one group (one slot relayed by the host, below the
 /// crossover).

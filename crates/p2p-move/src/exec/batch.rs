@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use p2p_core::Location;
 
+use super::routes::coalesced::Between;
 use super::schedule::{LaneKind, Schedule};
 use super::{borrowed, checked_len, routes, transfer, Hold, Mover};
 use super::{
@@ -16,10 +17,11 @@ use crate::{Plan, Result, Route};
 impl Mover {
     /// Copies many ranges at once and returns when all are there: any
     /// iterator of `(source, target)` pairs (`&dyn` ones to mix kinds).
-    /// Peer copies from one device go out in one batch call. Staged moves
-    /// between one pair of GPUs travel together: packed back to back into
-    /// shared pinned slots, one batched download and one batched upload per
-    /// slot, planned for their total size (so below
+    /// Peer copies, and copies to and from pinned host memory, go out in
+    /// one batch call per stream. Staged (and via) moves between one pair
+    /// of GPUs travel together: packed back to back into shared pinned
+    /// slots (scratch buffers on the middle GPU), one batched copy per leg
+    /// and buffer, planned for their total size (so below
     /// [`Policy::host_relay_bytes`](crate::Policy::host_relay_bytes) in total
     /// the host relays one slot, and above it the slots are pipelined);
     /// each returned [`Plan`] is still the item's own.
@@ -111,8 +113,8 @@ impl Mover {
 
     /// Plans every item, queues the ones that travel alone, and submits the
     /// groups: single DMA copies (peer, to and from pinned host memory) as
-    /// one batch per stream, staged moves per pair of GPUs coalesced into
-    /// shared pinned slots.
+    /// one batch per stream, staged and via moves per pair of GPUs
+    /// coalesced into shared pinned slots or scratch buffers.
     ///
     /// # Safety
     /// As [`Mover::copy_batch_raw_async`].
@@ -128,7 +130,8 @@ impl Mover {
         // Single DMA copies (peer, pinned host), batched per lane.
         let mut dma = Group::default();
         let mut dma_lanes: Vec<(LaneKind, usize)> = Vec::new();
-        let mut staged: Vec<((usize, usize), Group)> = Vec::new();
+        // Staged and via moves, per (source, destination, route).
+        let mut two_leg: Vec<((usize, usize, Route), Group)> = Vec::new();
         for &(s, d, len) in items {
             let key = (s.location(), d.location(), len);
             let plan = match plans.get(&key) {
@@ -155,18 +158,18 @@ impl Mover {
                     dma_lanes.push((LaneKind::Outbound(sp.device), len));
                     dma.push(self.verify, s, d, len, plan);
                 }
-                (RawBytes::Device(sp), RawBytes::Device(dp), Route::Staged)
+                (RawBytes::Device(sp), RawBytes::Device(dp), Route::Staged | Route::Via { .. })
                     if len > 0 && s != d =>
                 {
-                    let pair = (sp.device, dp.device);
-                    let at = match staged.iter().position(|(p, _)| *p == pair) {
+                    let key = (sp.device, dp.device, plan.route);
+                    let at = match two_leg.iter().position(|(k, _)| *k == key) {
                         Some(at) => at,
                         None => {
-                            staged.push((pair, Group::default()));
-                            staged.len() - 1
+                            two_leg.push((key, Group::default()));
+                            two_leg.len() - 1
                         }
                     };
-                    staged[at].1.push(self.verify, s, d, len, plan);
+                    two_leg[at].1.push(self.verify, s, d, len, plan);
                 }
                 // SAFETY: forwarded caller contract.
                 _ => batch
@@ -186,10 +189,15 @@ impl Mover {
             let part = unsafe { dma.submit(self, &schedule, order, hold, pairs)? };
             batch.parts.push(part);
         }
-        for ((src, dst), group) in staged {
+        for ((src, dst, route), group) in two_leg {
             let total = group.lens.iter().sum();
             let plan = self.plan(Location::Cuda(src), Location::Cuda(dst), total)?;
-            if plan.route != Route::Staged {
+            let between = match plan.route {
+                Route::Staged if route == Route::Staged => Some(Between::Host),
+                Route::Via { gpu } if route == plan.route => Some(Between::Gpu { mid: gpu }),
+                _ => None,
+            };
+            let Some(between) = between else {
                 // The verdicts changed under the batch: each part on its own.
                 for ((s, d), len) in group.items.into_iter().zip(group.lens) {
                     // SAFETY: forwarded caller contract.
@@ -198,11 +206,27 @@ impl Mover {
                         .push(unsafe { self.queue(s, d, len, order, hold)? });
                 }
                 continue;
+            };
+            let mut pairs = Vec::new();
+            if let Between::Gpu { mid } = between {
+                self.shared.grants.open_defaults(src, mid);
+                self.shared.grants.open_defaults(mid, dst);
+                for (s, d) in &group.items {
+                    if let (RawBytes::Device(s), RawBytes::Device(d)) = (s, d) {
+                        let middle = p2p_core::DeviceAddr {
+                            device: mid,
+                            addr: 0,
+                        };
+                        self.shared.grants.open(*s, middle);
+                        self.shared.grants.open(middle, *d);
+                    }
+                }
+                pairs = vec![(src, mid), (mid, dst)];
             }
-            let schedule =
-                routes::coalesced::build(&plan, &group.lens, src, dst, order.sides(None, None));
+            let sides = order.sides(None, None);
+            let schedule = routes::coalesced::build(&plan, &group.lens, src, dst, between, sides);
             // SAFETY: forwarded caller contract.
-            let part = unsafe { group.submit(self, &schedule, order, hold, Vec::new())? };
+            let part = unsafe { group.submit(self, &schedule, order, hold, pairs)? };
             batch.parts.push(part);
         }
         Ok(())

@@ -385,6 +385,7 @@ proptest! {
         pieces in 1usize..10,
         depth in 1usize..4,
         relay in any::<bool>(),
+        via in any::<bool>(),
         sides in any::<(bool, bool)>(),
     ) {
         let sides = Sides { src: sides.0, dst: sides.1, ..Sides::default() };
@@ -403,7 +404,12 @@ proptest! {
         let verdicts = VerdictMatrix::from_fn(2, |_, _| false);
         let plan = plan(Location::Cuda(0), Location::Cuda(1), total, &verdicts, &policy);
         if let Ok(plan) = plan {
-            let schedule = routes::coalesced::build(&plan, &lens, 0, 1, sides);
+            let between = if via {
+                routes::coalesced::Between::Gpu { mid: 2 }
+            } else {
+                routes::coalesced::Between::Host
+            };
+            let schedule = routes::coalesced::build(&plan, &lens, 0, 1, between, sides);
             prop_assert_eq!(check_conflicts(&schedule, sides, lens.len()), Ok(()));
             prop_assert_eq!(check_remainders(&schedule, sides), Ok(()));
         }
