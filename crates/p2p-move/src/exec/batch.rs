@@ -209,18 +209,9 @@ impl Mover {
             };
             let mut pairs = Vec::new();
             if let Between::Gpu { mid } = between {
+                // As for peer batches: the default pools, no lookup per part.
                 self.shared.grants.open_defaults(src, mid);
                 self.shared.grants.open_defaults(mid, dst);
-                for (s, d) in &group.items {
-                    if let (RawBytes::Device(s), RawBytes::Device(d)) = (s, d) {
-                        let middle = p2p_core::DeviceAddr {
-                            device: mid,
-                            addr: 0,
-                        };
-                        self.shared.grants.open(*s, middle);
-                        self.shared.grants.open(middle, *d);
-                    }
-                }
                 pairs = vec![(src, mid), (mid, dst)];
             }
             let sides = order.sides(None, None);
