@@ -149,8 +149,9 @@ fn for_each_builtin_seed(body: impl Fn(Arc<SimDriver>)) {
     }
 }
 
-/// Peer, staged (coalesced), host-to-device, device-to-host, same-device
-/// and empty moves in one batch: every route's bytes arrive.
+/// Peer, staged (coalesced), pinned host-to-device, device-to-host (pinned
+/// and pageable), same-device and empty moves in one batch: every route's
+/// bytes arrive.
 #[test]
 fn a_batch_of_mixed_routes_delivers_every_part() {
     for_each_builtin_seed(|sim| {
@@ -172,6 +173,8 @@ fn a_batch_of_mixed_routes_delivers_every_part() {
         let down_data = pattern(6000, 120);
         let down_src = device_with(&driver, 2, &down_data, AllocKind::Plain);
         let mut down_dst = vec![0u8; down_data.len()];
+        let pinned_down_src = device_with(&driver, 0, &up_data, AllocKind::Plain);
+        let mut pinned_down_dst = PinnedBuffer::new(&driver, up_data.len()).unwrap();
 
         let mut items: Vec<(&dyn MoveSource, &mut dyn MoveTarget)> = Vec::new();
         items.push((&s_peer[0], &mut t_peer[0]));
@@ -189,6 +192,7 @@ fn a_batch_of_mixed_routes_delivers_every_part() {
         );
         items.push((&s_same[0], &mut t_same[0]));
         items.push((&down_src, &mut down_dst));
+        items.push((&pinned_down_src, &mut pinned_down_dst));
         for (s, d) in staged {
             items.push((s, d));
         }
@@ -203,6 +207,38 @@ fn a_batch_of_mixed_routes_delivers_every_part() {
         check_parts(&driver, &d_same, &s_same, &t_same);
         assert_bytes(&read(&driver, &up_dst), &up_data, "upload");
         assert_bytes(&down_dst, &down_data, "download");
+        assert_bytes(pinned_down_dst.as_slice(), &up_data, "pinned download");
+    });
+}
+
+/// Via moves (2 -> 3 through cuda:0 on the builtin machine) travel as one
+/// group through scratch buffers on the middle GPU, over many of them.
+#[test]
+fn coalesced_via_parts_arrive() {
+    for_each_builtin_seed(|sim| {
+        let driver: Arc<dyn Driver> = sim.clone();
+        let policy = Policy {
+            chunk_bytes: 16 << 10,
+            min_chunk_bytes: 16 << 10,
+            pipeline_depth: 2,
+            small_copy_bytes: 0,
+            ..Policy::default()
+        };
+        let mover = mover(&driver, policy, "none");
+        let (data, srcs, mut dsts) = parts(&driver, 2, 3, PART_LENS, 150);
+        mover.copy_batch(srcs.iter().zip(dsts.iter_mut())).unwrap();
+        let before = sim.call_counts();
+        let plans = mover.copy_batch(srcs.iter().zip(dsts.iter_mut())).unwrap();
+        let calls = sim.call_counts().since(&before);
+        assert!(
+            plans.iter().any(|p| p.route == Route::Via { gpu: 0 }),
+            "{plans:?}"
+        );
+        // About 9 buffers of 16 KiB, two legs each: a batched copy per leg
+        // and buffer, not one per part and leg.
+        let buffers = PART_LENS.iter().sum::<usize>().div_ceil(16 << 10) as u64;
+        assert!(calls.of(CallKind::Copy) <= 2 * buffers, "{calls:?}");
+        check_parts(&driver, &data, &srcs, &dsts);
     });
 }
 

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 
 use p2p_core::Location;
 
-use super::schedule::Schedule;
+use super::routes::coalesced::Between;
+use super::schedule::{LaneKind, Schedule};
 use super::{borrowed, checked_len, routes, transfer, Hold, Mover};
 use super::{
     BatchCompletion, BatchTransfer, Completion, MoveSource, MoveTarget, RawBytes, StreamOrder,
@@ -16,10 +17,11 @@ use crate::{Plan, Result, Route};
 impl Mover {
     /// Copies many ranges at once and returns when all are there: any
     /// iterator of `(source, target)` pairs (`&dyn` ones to mix kinds).
-    /// Peer copies from one device go out in one batch call. Staged moves
-    /// between one pair of GPUs travel together: packed back to back into
-    /// shared pinned slots, one batched download and one batched upload per
-    /// slot, planned for their total size (so below
+    /// Peer copies, and copies to and from pinned host memory, go out in
+    /// one batch call per stream. Staged (and via) moves between one pair
+    /// of GPUs travel together: packed back to back into shared pinned
+    /// slots (scratch buffers on the middle GPU), one batched copy per leg
+    /// and buffer, planned for their total size (so below
     /// [`Policy::host_relay_bytes`](crate::Policy::host_relay_bytes) in total
     /// the host relays one slot, and above it the slots are pipelined);
     /// each returned [`Plan`] is still the item's own.
@@ -110,8 +112,9 @@ impl Mover {
     }
 
     /// Plans every item, queues the ones that travel alone, and submits the
-    /// groups: peer copies per source device as batches, staged moves per
-    /// pair of GPUs coalesced into shared pinned slots.
+    /// groups: single DMA copies (peer, to and from pinned host memory) as
+    /// one batch per stream, staged and via moves per pair of GPUs
+    /// coalesced into shared pinned slots or scratch buffers.
     ///
     /// # Safety
     /// As [`Mover::copy_batch_raw_async`].
@@ -124,8 +127,11 @@ impl Mover {
     ) -> Result<()> {
         // Many items share source, destination and size: plan each kind once.
         let mut plans: HashMap<(Location, Location, usize), Plan> = HashMap::new();
-        let mut peers = Group::default();
-        let mut staged: Vec<((usize, usize), Group)> = Vec::new();
+        // Single DMA copies (peer, pinned host), batched per lane.
+        let mut dma = Group::default();
+        let mut dma_lanes: Vec<(LaneKind, usize)> = Vec::new();
+        // Staged and via moves, per (source, destination, route).
+        let mut two_leg: Vec<((usize, usize, Route), Group)> = Vec::new();
         for &(s, d, len) in items {
             let key = (s.location(), d.location(), len);
             let plan = match plans.get(&key) {
@@ -140,20 +146,30 @@ impl Mover {
             match (s, d, plan.route) {
                 (RawBytes::Device(sp), RawBytes::Device(dp), Route::Peer) if len > 0 => {
                     self.shared.grants.open_defaults(sp.device, dp.device);
-                    peers.push(self.verify, s, d, len, plan);
+                    dma_lanes.push((LaneKind::Outbound(sp.device), len));
+                    dma.push(self.verify, s, d, len, plan);
                 }
-                (RawBytes::Device(sp), RawBytes::Device(dp), Route::Staged)
+                // Pinned host memory moves by one DMA copy: batched per lane too.
+                (RawBytes::Host { pinned: true, .. }, RawBytes::Device(dp), _) if len > 0 => {
+                    dma_lanes.push((LaneKind::Inbound(dp.device), len));
+                    dma.push(self.verify, s, d, len, plan);
+                }
+                (RawBytes::Device(sp), RawBytes::Host { pinned: true, .. }, _) if len > 0 => {
+                    dma_lanes.push((LaneKind::Outbound(sp.device), len));
+                    dma.push(self.verify, s, d, len, plan);
+                }
+                (RawBytes::Device(sp), RawBytes::Device(dp), Route::Staged | Route::Via { .. })
                     if len > 0 && s != d =>
                 {
-                    let pair = (sp.device, dp.device);
-                    let at = match staged.iter().position(|(p, _)| *p == pair) {
+                    let key = (sp.device, dp.device, plan.route);
+                    let at = match two_leg.iter().position(|(k, _)| *k == key) {
                         Some(at) => at,
                         None => {
-                            staged.push((pair, Group::default()));
-                            staged.len() - 1
+                            two_leg.push((key, Group::default()));
+                            two_leg.len() - 1
                         }
                     };
-                    staged[at].1.push(self.verify, s, d, len, plan);
+                    two_leg[at].1.push(self.verify, s, d, len, plan);
                 }
                 // SAFETY: forwarded caller contract.
                 _ => batch
@@ -161,26 +177,27 @@ impl Mover {
                     .push(unsafe { self.queue(s, d, len, order, hold)? }),
             }
         }
-        if !peers.items.is_empty() {
-            let lens: Vec<_> = peers
-                .items
+        if !dma.items.is_empty() {
+            let lanes: Vec<_> = dma_lanes
                 .iter()
                 .enumerate()
-                .filter_map(|(i, (s, _))| match s {
-                    RawBytes::Device(s) => Some((s.device, i, peers.lens[i])),
-                    RawBytes::Host { .. } => None,
-                })
+                .map(|(i, &(lane, len))| (lane, i, len))
                 .collect();
-            let schedule = routes::batch(&lens, order.sides(None, None));
-            let pairs = peers.device_pairs();
+            let schedule = routes::batch(&lanes, order.sides(None, None));
+            let pairs = dma.device_pairs();
             // SAFETY: forwarded caller contract.
-            let part = unsafe { peers.submit(self, &schedule, order, hold, pairs)? };
+            let part = unsafe { dma.submit(self, &schedule, order, hold, pairs)? };
             batch.parts.push(part);
         }
-        for ((src, dst), group) in staged {
+        for ((src, dst, route), group) in two_leg {
             let total = group.lens.iter().sum();
             let plan = self.plan(Location::Cuda(src), Location::Cuda(dst), total)?;
-            if plan.route != Route::Staged {
+            let between = match plan.route {
+                Route::Staged if route == Route::Staged => Some(Between::Host),
+                Route::Via { gpu } if route == plan.route => Some(Between::Gpu { mid: gpu }),
+                _ => None,
+            };
+            let Some(between) = between else {
                 // The verdicts changed under the batch: each part on its own.
                 for ((s, d), len) in group.items.into_iter().zip(group.lens) {
                     // SAFETY: forwarded caller contract.
@@ -189,11 +206,18 @@ impl Mover {
                         .push(unsafe { self.queue(s, d, len, order, hold)? });
                 }
                 continue;
+            };
+            let mut pairs = Vec::new();
+            if let Between::Gpu { mid } = between {
+                // As for peer batches: the default pools, no lookup per part.
+                self.shared.grants.open_defaults(src, mid);
+                self.shared.grants.open_defaults(mid, dst);
+                pairs = vec![(src, mid), (mid, dst)];
             }
-            let schedule =
-                routes::coalesced::build(&plan, &group.lens, src, dst, order.sides(None, None));
+            let sides = order.sides(None, None);
+            let schedule = routes::coalesced::build(&plan, &group.lens, src, dst, between, sides);
             // SAFETY: forwarded caller contract.
-            let part = unsafe { group.submit(self, &schedule, order, hold, Vec::new())? };
+            let part = unsafe { group.submit(self, &schedule, order, hold, pairs)? };
             batch.parts.push(part);
         }
         Ok(())
@@ -219,7 +243,7 @@ impl Group {
         }
     }
 
-    /// The direct pairs the group's copies use, once each.
+    /// The direct (peer) pairs the group's copies use, once each.
     fn device_pairs(&self) -> Vec<(usize, usize)> {
         let mut pairs: Vec<(usize, usize)> = self
             .items

@@ -359,11 +359,15 @@ proptest! {
 
     #[test]
     fn batches_are_ordered(
-        items in proptest::collection::vec((0usize..3, 1usize..5000), 1..12),
+        items in proptest::collection::vec((0usize..9, 1usize..5000), 1..12),
         sides in any::<(bool, bool)>(),
     ) {
         let sides = Sides { src: sides.0, dst: sides.1, ..Sides::default() };
-        let items: Vec<_> = items.iter().enumerate().map(|(i, &(d, len))| (d, i, len)).collect();
+        let lane = |d: usize| match d % 3 {
+            0 => super::schedule::LaneKind::Outbound(d / 3),
+            _ => super::schedule::LaneKind::Inbound(d / 3),
+        };
+        let items: Vec<_> = items.iter().enumerate().map(|(i, &(d, len))| (lane(d), i, len)).collect();
         let schedule = routes::batch(&items, sides);
         prop_assert_eq!(check_conflicts(&schedule, sides, items.len()), Ok(()));
         prop_assert_eq!(check_remainders(&schedule, sides), Ok(()));
@@ -381,6 +385,7 @@ proptest! {
         pieces in 1usize..10,
         depth in 1usize..4,
         relay in any::<bool>(),
+        via in any::<bool>(),
         sides in any::<(bool, bool)>(),
     ) {
         let sides = Sides { src: sides.0, dst: sides.1, ..Sides::default() };
@@ -399,7 +404,12 @@ proptest! {
         let verdicts = VerdictMatrix::from_fn(2, |_, _| false);
         let plan = plan(Location::Cuda(0), Location::Cuda(1), total, &verdicts, &policy);
         if let Ok(plan) = plan {
-            let schedule = routes::coalesced::build(&plan, &lens, 0, 1, sides);
+            let between = if via {
+                routes::coalesced::Between::Gpu { mid: 2 }
+            } else {
+                routes::coalesced::Between::Host
+            };
+            let schedule = routes::coalesced::build(&plan, &lens, 0, 1, between, sides);
             prop_assert_eq!(check_conflicts(&schedule, sides, lens.len()), Ok(()));
             prop_assert_eq!(check_remainders(&schedule, sides), Ok(()));
         }

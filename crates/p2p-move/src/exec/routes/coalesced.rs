@@ -1,11 +1,12 @@
-//! Many staged moves between one pair of GPUs as one: their bytes packed
-//! back to back into pinned slots, each slot filled by one batched
-//! device-to-host copy and emptied by one batched host-to-device copy.
+//! Many two-leg moves between one pair of GPUs as one: their bytes packed
+//! back to back into buffers between the legs (pinned host slots for staged
+//! moves, scratch buffers on the middle GPU for via moves), each buffer
+//! filled by one batched copy and emptied by one batched copy.
 //!
 //! A batch of small tensors then costs a few driver calls and one hand-over
 //! between the legs instead of a few per tensor. The group's plan (made for
-//! the total size) says whether the host relays one slot or the legs are
-//! chained by events over pipelined slots.
+//! the total size) says whether the host relays one buffer or the legs are
+//! chained by events over pipelined buffers.
 
 use super::super::order::{finish, Sides, Start};
 use super::super::schedule::{Buf, Builder, FenceId, LaneKind, Region, Schedule};
@@ -53,13 +54,38 @@ pub(crate) fn pack(lens: &[usize], slot_len: usize) -> Vec<Vec<Piece>> {
     slots
 }
 
-/// The schedule of the staged parts `lens` (item `i` of the move's items
-/// has `lens[i]` bytes) from `src` to `dst`, laid out by the group's `plan`
-/// (its `bytes` is the total).
-pub(crate) fn build(plan: &Plan, lens: &[usize], src: usize, dst: usize, sides: Sides) -> Schedule {
+/// Where the bytes rest between the legs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Between {
+    /// Pinned host slots: download on the source's outbound lane, upload on
+    /// the destination's inbound lane.
+    Host,
+    /// Scratch buffers on GPU `mid`: a peer copy pushed by the source, then
+    /// one pushed by the middle (each leg on its sender's outbound lane).
+    Gpu { mid: usize },
+}
+
+/// The schedule of the two-leg parts `lens` (item `i` of the move's items
+/// has `lens[i]` bytes) from `src` to `dst`, through `between`, laid out by
+/// the group's `plan` (its `bytes` is the total).
+pub(crate) fn build(
+    plan: &Plan,
+    lens: &[usize],
+    src: usize,
+    dst: usize,
+    between: Between,
+    sides: Sides,
+) -> Schedule {
     let mut b = Builder::new();
     let out = b.lane(LaneKind::Outbound(src));
-    let inb = b.lane(LaneKind::Inbound(dst));
+    let inb = match between {
+        Between::Host => b.lane(LaneKind::Inbound(dst)),
+        Between::Gpu { mid } => b.lane(LaneKind::Outbound(mid)),
+    };
+    let buffer = |n| match between {
+        Between::Host => Buf::Slot(n),
+        Between::Gpu { .. } => Buf::Scratch(n),
+    };
     let slot_len = plan.max_chunk_len();
     let slots = pack(lens, slot_len);
     if slots.is_empty() {
@@ -71,7 +97,7 @@ pub(crate) fn build(plan: &Plan, lens: &[usize], src: usize, dst: usize, sides: 
             .iter()
             .map(|p| {
                 (
-                    Region::new(Buf::Slot(slot), p.slot_offset, p.len),
+                    Region::new(buffer(slot), p.slot_offset, p.len),
                     Region::new(Buf::Src(p.item), p.offset, p.len),
                 )
             })
@@ -83,7 +109,7 @@ pub(crate) fn build(plan: &Plan, lens: &[usize], src: usize, dst: usize, sides: 
             .map(|p| {
                 (
                     Region::new(Buf::Dst(p.item), p.offset, p.len),
-                    Region::new(Buf::Slot(slot), p.slot_offset, p.len),
+                    Region::new(buffer(slot), p.slot_offset, p.len),
                 )
             })
             .collect()
@@ -113,7 +139,10 @@ pub(crate) fn build(plan: &Plan, lens: &[usize], src: usize, dst: usize, sides: 
         uploaded[slot] = Some(b.record(inb));
     }
     let done = finish(&mut b, sides, &[out, inb]);
-    b.finish(done, (depth, slot_len), None)
+    match between {
+        Between::Host => b.finish(done, (depth, slot_len), None),
+        Between::Gpu { mid } => b.finish(done, (0, 0), Some((mid, depth, slot_len))),
+    }
 }
 
 #[cfg(test)]
