@@ -102,6 +102,8 @@ fn one_gpu_runs_in_loopback_mode_and_skips_what_needs_a_second() {
     // Correctness lines for every checked route.
     for route in [
         "ok      staged (pinned pipeline)",
+        "ok      baseline: sequential staging",
+        "ok      baseline: ExLlamaV2 fallback, raw",
         "ok      batch, peer broken: copy_batch of 256",
         "ok      non-blocking 4 KiB, same device cuda:0",
         "ok      batch, same device cuda:0: copy_batch of 256",

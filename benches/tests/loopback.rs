@@ -245,3 +245,33 @@ fn a_failing_copy_is_a_typed_error_and_leaves_nothing_running() {
     assert_holds(&loopback, &dst, &pattern::pattern(len, 7));
     sim.check_clean().unwrap();
 }
+
+#[test]
+fn borrows_released_reach_the_simulator_under_the_gpus_ordinal() {
+    let (sim, loopback) = one_gpu_as_two();
+    let len = 64 << 10;
+    let src = filled(&loopback, 0, len, 8);
+    let dst = poisoned(&loopback, 1, len);
+    let stream = Stream::new(&loopback, 1).unwrap();
+    // SAFETY: both buffers live past the synchronize below.
+    unsafe {
+        loopback
+            .copy_peer_async(dst.ptr(), src.ptr(), len, stream.id())
+            .unwrap()
+    };
+    // A safe API that returned now, with the copy still queued, would be a
+    // bug: the simulator must see the range on its own GPU to report it.
+    loopback.borrows_released(&[p2p_core::MemRange::Device {
+        addr: dst.ptr(),
+        len,
+    }]);
+    stream.synchronize().unwrap();
+    let problems = sim.check_clean().unwrap_err();
+    assert!(
+        problems
+            .reports
+            .iter()
+            .any(|r| r.kind == p2p_core::sim::ReportKind::BorrowReleasedWhileInUse),
+        "{problems}"
+    );
+}

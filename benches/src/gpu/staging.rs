@@ -34,6 +34,7 @@ impl Bench {
             |dst| move_prefix(mover, &self.src, dst, len),
         )?;
         let correct = self.push_check(check);
+        self.check_staging_baselines(len)?;
         for size in self.sizes.clone() {
             let reps = self.reps(size);
             let driver = self.driver.as_ref();
@@ -109,6 +110,55 @@ impl Bench {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// The staged rows' raw baselines must deliver the bytes too: one that
+    /// copied too little would make our route look slow.
+    fn check_staging_baselines(&mut self, len: usize) -> BenchResult<()> {
+        let driver = self.driver.clone();
+        let (src_stream, dst_stream) = (&self.streams[SRC], &self.streams[DST]);
+        let (src, pinned, host) = (&self.src, &mut self.pinned, &mut self.pageable);
+        let sequential = check_copy(
+            driver.as_ref(),
+            dst_stream,
+            "baseline: sequential staging",
+            &mut self.dst,
+            &self.pattern[..len],
+            |dst| {
+                raw::sequential_staging(
+                    driver.as_ref(),
+                    dst,
+                    src,
+                    pinned,
+                    len,
+                    src_stream,
+                    dst_stream,
+                )
+                .map_err(Into::into)
+            },
+        )?;
+        let exllama = check_copy(
+            driver.as_ref(),
+            dst_stream,
+            "baseline: ExLlamaV2 fallback, raw",
+            &mut self.dst,
+            &self.pattern[..len],
+            |dst| {
+                raw::pageable_round_trip(
+                    driver.as_ref(),
+                    dst,
+                    src,
+                    host,
+                    len,
+                    src_stream,
+                    dst_stream,
+                )
+                .map_err(Into::into)
+            },
+        )?;
+        self.push_check(sequential);
+        self.push_check(exllama);
         Ok(())
     }
 
