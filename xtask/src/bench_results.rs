@@ -15,14 +15,16 @@
 //! note     a markdown paragraph      repeatable; before the first table: about the run,
 //!                                    after a table: about that table
 //! table    a table's title
-//! columns  case  size  route  ours  baseline  baseline is  ratio  target  met
+//! columns  case  size  machine  route  ours  baseline  baseline is  ratio  target  met
 //! row      one cell per column
 //! ```
 //!
 //! Comparison tables use the columns above: our
 //! figure against a baseline measured in the same run, the ratio, the
-//! target and whether it was met. Other tables (raw baselines, matrices)
-//! have columns of their own. Cells never hold tabs or line breaks.
+//! target and whether it was met; `machine` says how the run used the GPUs
+//! (`2 GPUs`, or `loopback (1 GPU as 2)` where one GPU was seen as two;
+//! files from before it have no such column). Other tables (raw baselines,
+//! matrices) have columns of their own. Cells never hold tabs or line breaks.
 
 use std::fmt::Write as _;
 
