@@ -324,9 +324,10 @@ mod tests {
     use super::*;
 
     /// The columns of a comparison table, as gpu-bench writes them.
-    const COMPARISON_COLUMNS: [&str; 9] = [
+    const COMPARISON_COLUMNS: [&str; 10] = [
         "case",
         "size",
+        "machine",
         "route",
         "ours",
         "baseline",
@@ -353,6 +354,7 @@ mod tests {
                     [
                         "peer",
                         "4 KiB",
+                        "2 GPUs",
                         "peer",
                         "7.7 µs",
                         "7.0 µs",
@@ -366,6 +368,7 @@ mod tests {
                     [
                         "staged",
                         "64 MiB",
+                        "loopback (1 GPU as 2)",
                         "staged",
                         "46 GB/s",
                         "54 GB/s",
