@@ -7,11 +7,11 @@
 use p2p_core::memory::Stream;
 use p2p_move::Mover;
 
-use super::batch_buffers::{batch_size, copy_batch, copy_each, BatchBuffers};
-use super::{pair_name, BatchOption, Bench, BenchResult, BATCH_COUNT, BATCH_ITEM_BYTES};
+use super::batch_buffers::{copy_batch, copy_each, BatchBuffers};
+use super::{pair_name, BatchOption, Bench, BenchResult, Measured, BATCH_COUNT, BATCH_ITEM_BYTES};
 use crate::raw_baselines as raw;
 use crate::raw_batch::{BatchAttributes, RawBatch, SrcOrder};
-use crate::report::{Row, Show, Target};
+use crate::report::Target;
 use crate::timing::measure;
 
 /// The raw batch calls measured: attributes, and how many streams the batch is split across.
@@ -148,19 +148,7 @@ impl Bench {
                 None,
             ),
         ];
-        for (baseline, name, target) in baselines {
-            self.push_row(Row {
-                route: label.clone(),
-                size: batch_size(),
-                bytes: BATCH_COUNT * BATCH_ITEM_BYTES,
-                ours,
-                baseline,
-                baseline_name: name,
-                show: Show::Time,
-                target,
-                correct,
-            });
-        }
+        self.push_rows(&Measured::batch(&label, ours, correct), baselines);
         for (option, time, checked) in options {
             self.batch_options.push(BatchOption {
                 option,

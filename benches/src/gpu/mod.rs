@@ -36,7 +36,7 @@ use crate::cli::Options;
 use crate::pattern;
 use crate::raw_baselines as raw;
 use crate::raw_ranges::{DeviceRange, DeviceRangeMut};
-use crate::report::{self, Check, Row, Target};
+use crate::report::{self, Check, Row, Show, Target};
 use crate::timing::Reps;
 
 pub use loopback::{Loopback, LOOPBACK_LABEL};
@@ -102,6 +102,44 @@ struct BatchOption {
     time: Duration,
     /// Whether its bytes were checked and right (`None`: not checked).
     checked: Option<bool>,
+}
+
+/// What one case measured: our figure, compared in one row per baseline
+/// ([`Bench::push_rows`]).
+struct Measured {
+    route: String,
+    size: String,
+    bytes: usize,
+    ours: Duration,
+    show: Show,
+    /// Whether our route delivered the right bytes in its check.
+    correct: bool,
+}
+
+impl Measured {
+    /// One copy of `bytes`.
+    fn sized(route: &str, bytes: usize, ours: Duration, correct: bool) -> Measured {
+        Measured {
+            route: route.to_string(),
+            size: p2p_move::format_size(bytes),
+            bytes,
+            ours,
+            show: Show::for_size(bytes),
+            correct,
+        }
+    }
+
+    /// A batch of `BATCH_COUNT` tensors of `BATCH_ITEM_BYTES`.
+    fn batch(route: &str, ours: Duration, correct: bool) -> Measured {
+        Measured {
+            route: route.to_string(),
+            size: batch_buffers::batch_size(),
+            bytes: BATCH_COUNT * BATCH_ITEM_BYTES,
+            ours,
+            show: Show::Time,
+            correct,
+        }
+    }
 }
 
 /// Stream-ordered pool memory on both sides of the pair.
@@ -359,6 +397,27 @@ impl Bench {
             row.baseline_name
         );
         self.rows.push(row);
+    }
+
+    /// One row per baseline: `(its time, what it is, the target)`.
+    fn push_rows(
+        &mut self,
+        case: &Measured,
+        baselines: impl IntoIterator<Item = (Duration, String, Option<Target>)>,
+    ) {
+        for (baseline, baseline_name, target) in baselines {
+            self.push_row(Row {
+                route: case.route.clone(),
+                size: case.size.clone(),
+                bytes: case.bytes,
+                ours: case.ours,
+                baseline,
+                baseline_name,
+                show: case.show,
+                target,
+                correct: case.correct,
+            });
+        }
     }
 
     fn push_check(&mut self, check: Check) -> bool {

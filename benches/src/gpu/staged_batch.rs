@@ -5,10 +5,10 @@
 use p2p_core::Location;
 use p2p_move::{Mover, Route};
 
-use super::batch_buffers::{batch_size, copy_batch, copy_each, BatchBuffers};
-use super::{Bench, BenchResult, BATCH_COUNT, BATCH_ITEM_BYTES, DST, SRC};
+use super::batch_buffers::{copy_batch, copy_each, BatchBuffers};
+use super::{Bench, BenchResult, Measured, BATCH_COUNT, BATCH_ITEM_BYTES, DST, SRC};
 use crate::raw_baselines as raw;
-use crate::report::{Row, Show, Target};
+use crate::report::Target;
 use crate::timing::measure;
 
 impl Bench {
@@ -86,19 +86,7 @@ impl Bench {
                 None,
             ),
         ];
-        for (baseline, name, target) in baselines {
-            self.push_row(Row {
-                route: label.clone(),
-                size: batch_size(),
-                bytes: BATCH_COUNT * BATCH_ITEM_BYTES,
-                ours,
-                baseline,
-                baseline_name: name,
-                show: Show::Time,
-                target,
-                correct,
-            });
-        }
+        self.push_rows(&Measured::batch(&label, ours, correct), baselines);
         Ok(())
     }
 }

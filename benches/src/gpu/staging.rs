@@ -4,7 +4,8 @@ use p2p_core::Location;
 use p2p_move::{format_size, Mover, Route};
 
 use super::{
-    check_copy, check_len, move_prefix, Bench, BenchResult, DST, MID, SRC, STREAMING_TARGET_FROM,
+    check_copy, check_len, move_prefix, Bench, BenchResult, Measured, DST, MID, SRC,
+    STREAMING_TARGET_FROM,
 };
 use crate::raw_baselines as raw;
 use crate::raw_ranges::DeviceRangeMut;
@@ -96,19 +97,10 @@ impl Bench {
                     staged_exllama_target(size),
                 ),
             ];
-            for (baseline, name, target) in baselines {
-                self.push_row(Row {
-                    route: label.into(),
-                    size: format_size(size),
-                    bytes: size,
-                    ours,
-                    baseline,
-                    baseline_name: name.into(),
-                    show: Show::for_size(size),
-                    target,
-                    correct,
-                });
-            }
+            self.push_rows(
+                &Measured::sized(label, size, ours, correct),
+                baselines.map(|(time, name, target)| (time, name.to_string(), target)),
+            );
         }
         Ok(())
     }
