@@ -120,7 +120,7 @@ impl Mover {
                 }
             }
             if !peers.is_empty() {
-                let schedule = routes::batch(&peers, order.sides());
+                let schedule = routes::batch(&peers, order.sides(None, None));
                 let mut pairs: Vec<(usize, usize)> = peer_items
                     .iter()
                     .filter_map(|(s, d)| match (s, d) {

@@ -270,11 +270,14 @@ impl Mover {
             laid_out.layout = crate::Layout::Empty;
             laid_out.bytes = 0;
         }
-        let schedule = routes::build(&laid_out, endpoint(src), endpoint(dst), order.sides())
-            .map_err(|m| Error::RouteMismatch {
-                route: m.route,
-                src: m.src.location(),
-                dst: m.dst.location(),
+        let sides = order.sides(src.location().device(), dst.location().device());
+        let schedule =
+            routes::build(&laid_out, endpoint(src), endpoint(dst), sides).map_err(|m| {
+                Error::RouteMismatch {
+                    route: m.route,
+                    src: m.src.location(),
+                    dst: m.dst.location(),
+                }
             })?;
         let pairs = match (src, dst, plan.route) {
             (RawBytes::Device(s), RawBytes::Device(d), Route::Peer) => {
@@ -358,9 +361,21 @@ impl Mover {
             .map(|(&stream, _)| stream)
             .collect();
         let deadline = self.wait_deadline(plans.iter().map(|p| p.bytes).sum());
+        let lane_ends = streams
+            .iter()
+            .zip(&schedule.lanes)
+            .map(|(&stream, kind)| {
+                if kind.is_callers() {
+                    None
+                } else {
+                    shared.streams.end_of(stream)
+                }
+            })
+            .collect();
         let bind = Binding {
             driver: &shared.driver,
             events: &shared.events,
+            lane_ends,
             streams,
             items,
             slots: slots.iter_mut().map(|slot| slot.as_mut_ptr()).collect(),
@@ -372,6 +387,9 @@ impl Mover {
         // after a failure, until nothing can still use them).
         match unsafe { submit::submit(schedule, &bind) } {
             Ok(submitted) => {
+                for (stream, end) in &submitted.ends {
+                    shared.streams.set_end(*stream, end.clone());
+                }
                 match &submitted.done {
                     Some(done) => {
                         shared.staging.release(slots, done.clone());

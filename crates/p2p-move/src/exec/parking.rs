@@ -7,6 +7,7 @@
 //! earlier, which waits for the recording current at the time of the wait.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,6 +44,7 @@ impl EventPool {
         Ok(Fence(Arc::new(Lease {
             pool: self.clone(),
             id,
+            fired: AtomicBool::new(false),
         })))
     }
 
@@ -75,6 +77,11 @@ impl Drop for EventPool {
 /// An event borrowed from an [`EventPool`]; it goes back when the last
 /// clone drops. Clones share one recording: a move's completion and the
 /// buffers parked behind it become free at the same moment.
+///
+/// Once a query or a wait has seen the recording fire, the fence remembers
+/// it and later queries and waits make no driver call (a recording that has
+/// fired stays fired until the event is recorded again, which only
+/// [`Fence::record`] does while the fence is out of the pool).
 #[derive(Clone, Debug)]
 pub struct Fence(Arc<Lease>);
 
@@ -82,6 +89,8 @@ pub struct Fence(Arc<Lease>);
 struct Lease {
     pool: Arc<EventPool>,
     id: EventId,
+    /// The current recording is known to have fired.
+    fired: AtomicBool,
 }
 
 impl Fence {
@@ -92,18 +101,36 @@ impl Fence {
 
     /// Records the fence at the current end of `stream`.
     pub fn record(&self, stream: StreamId) -> Result<()> {
+        self.0.fired.store(false, Ordering::Release);
         self.0.pool.driver.record_event(self.0.id, stream)
     }
 
     /// Whether the work before the fence is done. A failed query counts as
     /// not done: whatever is parked behind it stays parked.
     pub fn is_done(&self) -> bool {
-        self.0.pool.driver.event_done(self.0.id).unwrap_or(false)
+        if self.0.fired.load(Ordering::Acquire) {
+            return true;
+        }
+        let done = self.0.pool.driver.event_done(self.0.id).unwrap_or(false);
+        if done {
+            self.0.fired.store(true, Ordering::Release);
+        }
+        done
+    }
+
+    /// Whether a query or a wait has already seen the fence fire (no driver call).
+    pub fn known_done(&self) -> bool {
+        self.0.fired.load(Ordering::Acquire)
     }
 
     /// Blocks until the fence fires or `deadline` has passed.
     pub fn wait(&self, deadline: Duration) -> Result<()> {
-        self.0.pool.driver.wait_event(self.0.id, deadline)
+        if self.0.fired.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.0.pool.driver.wait_event(self.0.id, deadline)?;
+        self.0.fired.store(true, Ordering::Release);
+        Ok(())
     }
 }
 

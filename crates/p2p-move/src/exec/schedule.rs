@@ -84,6 +84,12 @@ pub(crate) enum Op {
     },
     /// Records `fence` at the current end of `lane`.
     Record { lane: LaneId, fence: FenceId },
+    /// Notes the work queued ahead of the move on `lane`, so that a
+    /// deadline counts from when it is done. Orders nothing: the submitter
+    /// records a fence only if the lane may still be busy (a query of the
+    /// caller's stream, or of the fence that ended the mover's last work on
+    /// it), so a move behind an idle lane pays no event.
+    Ahead { lane: LaneId },
     /// Later work on `lane` waits for `fence`.
     Wait { lane: LaneId, fence: FenceId },
     /// The host blocks until `fence` has fired.
@@ -99,6 +105,7 @@ impl Op {
             Op::Copy { lane, .. }
             | Op::CopyBatch { lane, .. }
             | Op::Record { lane, .. }
+            | Op::Ahead { lane }
             | Op::Wait { lane, .. } => Some(*lane),
             Op::HostWait { .. } | Op::HostCopy { .. } => None,
         }
@@ -126,9 +133,13 @@ pub(crate) struct Schedule {
     /// Fires once every op of the schedule is done; slots and scratch
     /// buffers are parked behind it. `None` when nothing is queued.
     pub(crate) done: Option<FenceId>,
-    /// Fences of the work queued ahead of the move (the caller's, and other
-    /// moves' on shared lanes): a deadline counts from when they fire.
+    /// Fences of the caller's work queued ahead of the move (recorded for
+    /// ordering anyway): a deadline counts from when they fire, and from
+    /// when what the `Ahead` ops found fires.
     pub(crate) ahead: Vec<FenceId>,
+    /// The fence that ends the move's work on each of the mover's lanes it
+    /// used: what later moves on those streams find queued ahead of them.
+    pub(crate) ends: Vec<(LaneId, FenceId)>,
     /// Pinned slots the move needs, and their size.
     pub(crate) slots: (usize, usize),
     /// Scratch buffers on a middle GPU: (device, count, size).
@@ -138,14 +149,17 @@ pub(crate) struct Schedule {
 impl Schedule {
     /// The ops to run after `ops[failed]` failed (or was never reached): a
     /// fence recorded on every lane of the mover that work was queued on
-    /// before it, then a host wait for each, so that nothing of the move
-    /// still runs once they return. Caller lanes are not fenced: the move
-    /// queued only waits there, which touch no memory.
+    /// before it, and on every caller lane a copy was queued on, then a host
+    /// wait for each, so that nothing of the move still runs once they
+    /// return. Caller lanes with only waits and records are not fenced:
+    /// those touch no memory.
     pub(crate) fn remainder(&self, failed: usize) -> (Vec<Op>, usize) {
         let mut touched: Vec<LaneId> = Vec::new();
         for op in &self.ops[..failed.min(self.ops.len())] {
             if let Some(lane) = op.lane() {
-                if !self.lanes[lane.0].is_callers() && !touched.contains(&lane) {
+                let copies = matches!(op, Op::Copy { .. } | Op::CopyBatch { .. });
+                let fenced = !self.lanes[lane.0].is_callers() || copies;
+                if fenced && !touched.contains(&lane) {
                     touched.push(lane);
                 }
             }
@@ -164,6 +178,19 @@ impl Schedule {
     }
 }
 
+/// Where a lane stands, as far as the ops so far tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Tail {
+    /// No copy on the lane yet.
+    Idle,
+    /// Its last copy is followed by `fence`; `host_waited`: the host has
+    /// waited for that fence, so nothing of the lane runs any more when
+    /// later ops are submitted.
+    Fenced { fence: FenceId, host_waited: bool },
+    /// A copy not followed by a fence.
+    Busy,
+}
+
 /// Builds a [`Schedule`] op by op.
 #[derive(Debug, Default)]
 pub(crate) struct Builder {
@@ -171,6 +198,10 @@ pub(crate) struct Builder {
     fences: usize,
     ops: Vec<Op>,
     ahead: Vec<FenceId>,
+    ends: Vec<(LaneId, FenceId)>,
+    /// By lane: where it stands, and the fences it already waits for.
+    tails: Vec<Tail>,
+    waited: Vec<Vec<FenceId>>,
 }
 
 impl Builder {
@@ -184,16 +215,30 @@ impl Builder {
             Some(i) => LaneId(i),
             None => {
                 self.lanes.push(kind);
+                self.tails.push(Tail::Idle);
+                self.waited.push(Vec::new());
                 LaneId(self.lanes.len() - 1)
             }
         }
     }
 
+    /// What `lane` stands for.
+    pub(crate) fn kind(&self, lane: LaneId) -> LaneKind {
+        self.lanes[lane.0]
+    }
+
+    /// Where `lane` stands.
+    pub(crate) fn tail(&self, lane: LaneId) -> Tail {
+        self.tails[lane.0]
+    }
+
     pub(crate) fn copy(&mut self, lane: LaneId, dst: Region, src: Region) {
+        self.tails[lane.0] = Tail::Busy;
         self.ops.push(Op::Copy { lane, dst, src });
     }
 
     pub(crate) fn copy_batch(&mut self, lane: LaneId, copies: Vec<(Region, Region)>) {
+        self.tails[lane.0] = Tail::Busy;
         self.ops.push(Op::CopyBatch { lane, copies });
     }
 
@@ -201,16 +246,53 @@ impl Builder {
     pub(crate) fn record(&mut self, lane: LaneId) -> FenceId {
         let fence = FenceId(self.fences);
         self.fences += 1;
+        if self.tails[lane.0] == Tail::Busy {
+            self.tails[lane.0] = Tail::Fenced {
+                fence,
+                host_waited: false,
+            };
+        }
         self.ops.push(Op::Record { lane, fence });
         fence
     }
 
-    pub(crate) fn wait(&mut self, lane: LaneId, fence: FenceId) {
+    /// Later work on `lane` waits for `fence`; a second wait for the same
+    /// fence on the same lane is left out (the first already orders it).
+    /// Returns whether a wait was added.
+    pub(crate) fn wait(&mut self, lane: LaneId, fence: FenceId) -> bool {
+        if self.waited[lane.0].contains(&fence) {
+            return false;
+        }
+        self.waited[lane.0].push(fence);
         self.ops.push(Op::Wait { lane, fence });
+        true
     }
 
     pub(crate) fn host_wait(&mut self, fence: FenceId) {
+        for tail in &mut self.tails {
+            if let Tail::Fenced {
+                fence: f,
+                host_waited,
+            } = tail
+            {
+                if *f == fence {
+                    *host_waited = true;
+                }
+            }
+        }
         self.ops.push(Op::HostWait { fence });
+    }
+
+    /// Notes the work queued ahead of the move on `lane`.
+    pub(crate) fn ahead_on(&mut self, lane: LaneId) {
+        self.ops.push(Op::Ahead { lane });
+    }
+
+    /// Notes that `fence` ends the move's work on the mover's `lane`.
+    pub(crate) fn end(&mut self, lane: LaneId, fence: FenceId) {
+        if !self.lanes[lane.0].is_callers() {
+            self.ends.push((lane, fence));
+        }
     }
 
     pub(crate) fn host_copy(&mut self, dst: Region, src: Region) {
@@ -234,6 +316,7 @@ impl Builder {
             ops: self.ops,
             done,
             ahead: self.ahead,
+            ends: self.ends,
             slots,
             scratch,
         }

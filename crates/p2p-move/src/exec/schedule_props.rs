@@ -288,9 +288,11 @@ fn case() -> impl Strategy<Value = Case> {
         1usize..5,
         0usize..20_000,
         any::<(bool, bool, bool, bool)>(),
+        any::<(bool, bool)>(),
     )
         .prop_map(
-            |(src, dst, bytes, pieces, depth, small, (verified, via, s, d))| {
+            |(src, dst, bytes, pieces, depth, small, (verified, via, s, d), (sl, dl))| {
+                let on_device = |end: Endpoint| matches!(end, Endpoint::Device(_));
                 // A dozen pieces at most: the model is cubic in the ops.
                 let chunk = bytes.div_ceil(pieces).max(1);
                 Case {
@@ -307,7 +309,13 @@ fn case() -> impl Strategy<Value = Case> {
                         ..Policy::default()
                     },
                     verified,
-                    sides: Sides { src: s, dst: d },
+                    sides: Sides {
+                        src: s,
+                        dst: d,
+                        // The caller's stream on the device of its end.
+                        src_local: s && sl && on_device(src),
+                        dst_local: d && dl && on_device(dst),
+                    },
                 }
             },
         )
@@ -351,7 +359,7 @@ proptest! {
         items in proptest::collection::vec((0usize..3, 1usize..5000), 1..12),
         sides in any::<(bool, bool)>(),
     ) {
-        let sides = Sides { src: sides.0, dst: sides.1 };
+        let sides = Sides { src: sides.0, dst: sides.1, ..Sides::default() };
         let items: Vec<_> = items.iter().enumerate().map(|(i, &(d, len))| (d, i, len)).collect();
         let schedule = routes::batch(&items, sides);
         prop_assert_eq!(check_conflicts(&schedule, sides, items.len()), Ok(()));

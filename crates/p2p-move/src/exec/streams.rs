@@ -2,10 +2,13 @@
 //! use and retired (replaced) after a hang so later moves never queue
 //! behind it.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use p2p_core::memory::Stream;
 use p2p_core::{Driver, InvalidDevice, Result, StreamId};
+
+use super::parking::Fence;
 
 /// Per device: the stream for copies that read it and the one for copies
 /// that write it.
@@ -16,6 +19,12 @@ pub(crate) struct CopyStreams {
     slots: Mutex<Vec<[Option<Stream>; 2]>>,
     /// Streams with hung work on them: kept, never destroyed.
     retired: Mutex<Vec<Stream>>,
+    /// The fence that ended the last move's work on each stream, so the
+    /// next move knows without an event of its own whether anything is
+    /// queued ahead of it. Approximate under concurrency (another thread may
+    /// queue between a move's look and its first op), as any fence recorded
+    /// before a move's first op would be; only deadlines depend on it.
+    ends: Mutex<HashMap<StreamId, Fence>>,
 }
 
 /// Which of a device's two streams.
@@ -33,6 +42,7 @@ impl CopyStreams {
         CopyStreams {
             slots: Mutex::new((0..n).map(|_| [None, None]).collect()),
             retired: Mutex::new(Vec::new()),
+            ends: Mutex::new(HashMap::new()),
             driver,
         }
     }
@@ -56,9 +66,25 @@ impl CopyStreams {
         Ok(id)
     }
 
+    /// The fence that ended the last move's work on `stream`, if known.
+    pub(crate) fn end_of(&self, stream: StreamId) -> Option<Fence> {
+        let ends = self.ends.lock().unwrap_or_else(|e| e.into_inner());
+        ends.get(&stream).cloned()
+    }
+
+    /// `fence` ends the latest move's work on `stream`.
+    pub(crate) fn set_end(&self, stream: StreamId, fence: Fence) {
+        let mut ends = self.ends.lock().unwrap_or_else(|e| e.into_inner());
+        ends.insert(stream, fence);
+    }
+
     /// Takes `stream` out of use if it is one of ours: later moves get a new
     /// one. The old one is kept (never destroyed) with its hung work.
     pub(crate) fn retire(&self, stream: StreamId) {
+        self.ends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&stream);
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         for pair in slots.iter_mut() {
             for slot in pair.iter_mut() {

@@ -19,6 +19,9 @@ pub(crate) struct Binding<'a> {
     pub(crate) events: &'a Arc<EventPool>,
     /// The stream of each lane, by `LaneId`.
     pub(crate) streams: Vec<StreamId>,
+    /// By lane: the fence that ended the mover's last work on the stream,
+    /// where it is one of the mover's and that is known.
+    pub(crate) lane_ends: Vec<Option<Fence>>,
     /// `(source, destination)` of each item.
     pub(crate) items: &'a [(RawBytes, RawBytes)],
     /// The pinned slots' first bytes.
@@ -36,6 +39,19 @@ pub(crate) struct Submitted {
     pub(crate) done: Option<Fence>,
     /// The work queued ahead of the move.
     pub(crate) ahead: Vec<Fence>,
+    /// The fence that ends the move's work on each of the mover's streams.
+    pub(crate) ends: Vec<(StreamId, Fence)>,
+}
+
+/// What the submission learnt so far.
+#[derive(Debug)]
+struct State {
+    /// By `FenceId`, once recorded.
+    fences: Vec<Option<Fence>>,
+    /// Fences the `Ahead` ops recorded on lanes that were busy.
+    ahead: Vec<Fence>,
+    /// Whether the host has waited for all the work ahead yet.
+    ahead_cleared: bool,
 }
 
 /// A schedule that failed part-way.
@@ -60,19 +76,30 @@ pub(crate) unsafe fn submit(
     schedule: &Schedule,
     bind: &Binding<'_>,
 ) -> std::result::Result<Submitted, Failed> {
-    let mut fences: Vec<Option<Fence>> = vec![None; schedule.fences];
-    let mut ahead_cleared = false;
+    let mut state = State {
+        fences: vec![None; schedule.fences],
+        ahead: Vec::new(),
+        ahead_cleared: false,
+    };
     for (index, op) in schedule.ops.iter().enumerate() {
         // SAFETY: forwarded caller contract.
-        let step = unsafe { run(schedule, bind, op, &mut fences, &mut ahead_cleared) };
+        let step = unsafe { run(schedule, bind, op, &mut state) };
         if let Err(error) = step {
-            return Err(fail(schedule, bind, index + 1, &fences, error));
+            return Err(fail(schedule, bind, index + 1, &state.fences, error));
         }
     }
-    let take = |id: FenceId| fences.get(id.0).cloned().flatten();
+    let take = |id: FenceId| state.fences.get(id.0).cloned().flatten();
+    let mut ahead: Vec<Fence> = schedule.ahead.iter().filter_map(|&f| take(f)).collect();
+    ahead.extend(state.ahead.iter().cloned());
+    let ends = schedule
+        .ends
+        .iter()
+        .filter_map(|&(lane, fence)| Some((*bind.streams.get(lane.0)?, take(fence)?)))
+        .collect();
     Ok(Submitted {
         done: schedule.done.and_then(take),
-        ahead: schedule.ahead.iter().filter_map(|&f| take(f)).collect(),
+        ahead,
+        ends,
     })
 }
 
@@ -80,14 +107,9 @@ pub(crate) unsafe fn submit(
 ///
 /// # Safety
 /// As [`submit`].
-unsafe fn run(
-    schedule: &Schedule,
-    bind: &Binding<'_>,
-    op: &Op,
-    fences: &mut [Option<Fence>],
-    ahead_cleared: &mut bool,
-) -> Result<()> {
+unsafe fn run(schedule: &Schedule, bind: &Binding<'_>, op: &Op, state: &mut State) -> Result<()> {
     let driver = bind.driver;
+    let fences = &mut state.fences;
     match op {
         Op::Copy { lane, dst, src } => {
             let stream = stream(bind, lane.0)?;
@@ -125,6 +147,22 @@ unsafe fn run(
             *slot = Some(recorded);
             Ok(())
         }
+        Op::Ahead { lane } => {
+            let stream = stream(bind, lane.0)?;
+            let busy = match bind.lane_ends.get(lane.0).and_then(Option::as_ref) {
+                Some(end) => !end.is_done(),
+                // The caller's stream: ask it (a failed query counts as busy).
+                None if schedule.lanes.get(lane.0).is_some_and(|k| k.is_callers()) => {
+                    !matches!(driver.stream_done(stream), Ok(true))
+                }
+                // One of the mover's streams with no work of its known.
+                None => false,
+            };
+            if busy {
+                state.ahead.push(bind.events.record(stream)?);
+            }
+            Ok(())
+        }
         Op::Wait { lane, fence } => {
             let stream = stream(bind, lane.0)?;
             let event = recorded(fences, *fence)?;
@@ -135,14 +173,17 @@ unsafe fn run(
                 // The caller's or other moves' work: no deadline of ours.
                 return recorded(fences, *fence)?.wait(Duration::MAX);
             }
-            if !*ahead_cleared {
+            if !state.ahead_cleared {
                 // The deadline counts from when the move's work could start.
                 for ahead in &schedule.ahead {
                     if let Some(Some(event)) = fences.get(ahead.0) {
                         event.wait(Duration::MAX)?;
                     }
                 }
-                *ahead_cleared = true;
+                for event in &state.ahead {
+                    event.wait(Duration::MAX)?;
+                }
+                state.ahead_cleared = true;
             }
             recorded(fences, *fence)?.wait(bind.deadline)
         }

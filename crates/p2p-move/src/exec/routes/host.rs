@@ -10,20 +10,22 @@ fn whole(buf: Buf, len: usize) -> Region {
     Region::new(buf, 0, len)
 }
 
-/// Pinned host to device: one DMA copy.
+/// Pinned host to device: one DMA copy, on the caller's destination stream
+/// when that is on the device.
 pub(crate) fn upload_pinned(dst: usize, len: usize, sides: Sides) -> Schedule {
     let mut b = Builder::new();
-    let lane = b.lane(LaneKind::Inbound(dst));
+    let lane = b.lane(sides.writing_lane(dst));
     Start::begin(&mut b, sides, &[lane]);
     b.copy(lane, whole(Buf::Dst(0), len), whole(Buf::Src(0), len));
     let done = finish(&mut b, sides, &[lane]);
     b.finish(done, (0, 0), None)
 }
 
-/// Device to pinned host: one DMA copy.
+/// Device to pinned host: one DMA copy, on the caller's source stream when
+/// that is on the device.
 pub(crate) fn download_pinned(src: usize, len: usize, sides: Sides) -> Schedule {
     let mut b = Builder::new();
-    let lane = b.lane(LaneKind::Outbound(src));
+    let lane = b.lane(sides.reading_lane(src));
     Start::begin(&mut b, sides, &[lane]);
     b.copy(lane, whole(Buf::Dst(0), len), whole(Buf::Src(0), len));
     let done = finish(&mut b, sides, &[lane]);

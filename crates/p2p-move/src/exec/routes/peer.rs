@@ -4,10 +4,11 @@
 use super::super::order::{finish, Sides, Start};
 use super::super::schedule::{Buf, Builder, LaneKind, Region, Schedule};
 
-/// One copy of `len` bytes from the source's device.
+/// One copy of `len` bytes from the source's device, on the caller's
+/// source stream when that is on the device (no hop between streams).
 pub(crate) fn single(src_device: usize, len: usize, sides: Sides) -> Schedule {
     let mut b = Builder::new();
-    let lane = b.lane(LaneKind::Outbound(src_device));
+    let lane = b.lane(sides.reading_lane(src_device));
     Start::begin(&mut b, sides, &[lane]);
     b.copy(
         lane,
