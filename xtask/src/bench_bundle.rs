@@ -9,8 +9,6 @@ use crate::gpu_test::{
 };
 use crate::libtorch::ensure_libtorch;
 use crate::manifest::{workspace_manifests, Manifest};
-#[cfg(test)]
-use crate::util::prepend_path_var;
 use crate::util::{bail, project_root, Cmd, Error, Result};
 
 const RUN_SCRIPT: &str = include_str!("bench_run.sh");
