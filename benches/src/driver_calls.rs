@@ -94,8 +94,9 @@ fn columns(rows: &[MoveCalls]) -> Vec<CallKind> {
 fn meaning(kind: CallKind) -> &'static str {
     match kind {
         CallKind::Copy => {
-            "`cuMemcpy{Peer,DtoH,HtoD}Async`; each copy of a batch counts once (the CUDA \
-             backend sends a batch as one `cuMemcpyBatchAsync` where the driver has it)"
+            "`cuMemcpy{Peer,DtoH,HtoD}Async`, or one `cuMemcpyBatchAsync` for a whole batch \
+             (the CUDA backend's call where the driver has it, 12.8+; older drivers take one \
+             call per copy of the batch)"
         }
         CallKind::Memset => "`cuMemsetD8Async`",
         CallKind::CreateEvent => "`cuEventCreate`",

@@ -219,6 +219,20 @@ pub fn catalogue() -> Vec<MoveCase> {
             false,
             Route::Staged,
         ),
+        batch(
+            "batch-via",
+            Place::Gpu(2),
+            Place::Gpu(3),
+            true,
+            Route::Via { gpu: 0 },
+        ),
+        batch(
+            "batch-h2d-pinned",
+            Place::Pinned,
+            Place::Gpu(1),
+            true,
+            Route::HostToDevice,
+        ),
     ]
 }
 

@@ -86,9 +86,11 @@ fn build(root: &Path) -> Result<Binaries> {
         if gpu_packages.iter().any(|m| m.depends_on("tch")) {
             cmd = ensure_libtorch()?.apply(cmd)?;
         }
+        // Only test targets with GPU tests travel: the others test the
+        // simulator, which CI runs, and would only make the bundle larger.
         binaries.tests = artifacts(&cmd.read()?)
             .into_iter()
-            .filter(|a| a.test)
+            .filter(|a| a.test && a.src_path.as_deref().is_some_and(has_gpu_tests))
             .map(|a| a.executable)
             .collect();
 
@@ -236,6 +238,19 @@ fn render_run_script(tests: &[String], benches: &[String]) -> Result<String> {
         .replacen(benches_line, &format!("BENCHES=({})\n", list(benches)), 1))
 }
 
+/// Whether the test target rooted at `src_path` holds GPU tests: code under
+/// the `cuda-tests` feature, or bodies run on every backend by the
+/// `backend_tests!` macro (whose CUDA variants need the feature). Unreadable
+/// sources count as GPU tests, so nothing is left out by mistake.
+fn has_gpu_tests(src_path: &Path) -> bool {
+    match fs::read_to_string(src_path) {
+        Ok(text) => {
+            text.contains(&format!("feature = \"{FEATURE}\"")) || text.contains("backend_tests!")
+        }
+        Err(_) => true,
+    }
+}
+
 /// One `compiler-artifact` line of cargo's JSON output, as far as it matters here.
 #[derive(Debug, PartialEq)]
 pub(crate) struct Artifact {
@@ -246,6 +261,8 @@ pub(crate) struct Artifact {
     pub(crate) is_bin: bool,
     /// An example (`examples/*.rs`).
     pub(crate) is_example: bool,
+    /// The target's root source file.
+    pub(crate) src_path: Option<PathBuf>,
 }
 
 /// The executables in `cargo --message-format=json` output. Read by string
@@ -263,6 +280,7 @@ pub(crate) fn artifacts(json_lines: &str) -> Vec<Artifact> {
                 test: profile.contains(r#""test":true"#),
                 is_bin: target.contains(r#""kind":["bin"]"#),
                 is_example: target.contains(r#""kind":["example"]"#),
+                src_path: string_field(target, "src_path").map(PathBuf::from),
             })
         })
         .collect()
@@ -362,15 +380,30 @@ mod tests {
                     test: true,
                     is_bin: false,
                     is_example: false,
+                    src_path: Some("/w/crates/p2p-core/tests/cuda_backend.rs".into()),
                 },
                 Artifact {
                     executable: "/t/release/p2p".into(),
                     test: false,
                     is_bin: true,
                     is_example: false,
+                    src_path: Some("/w/crates/p2p-cli/src/main.rs".into()),
                 },
             ]
         );
+    }
+
+    #[test]
+    fn only_test_targets_with_gpu_tests_travel() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        assert!(has_gpu_tests(
+            &root.join("crates/p2p-core/tests/cuda_backend.rs")
+        ));
+        assert!(has_gpu_tests(
+            &root.join("crates/p2p-move/tests/executor.rs")
+        ));
+        assert!(!has_gpu_tests(&root.join("crates/p2p-move/tests/waits.rs")));
+        assert!(has_gpu_tests(&root.join("no/such/file.rs")));
     }
 
     #[test]

@@ -57,6 +57,7 @@ pub(crate) fn run(
             format_size(chunk_bytes),
         ),
         Layout::Whole => println!("  one piece, no pipeline"),
+        Layout::HostRelay => println!("  one piece, handed between the legs by the host"),
         _ => {}
     }
     println!("  why: {reason}");

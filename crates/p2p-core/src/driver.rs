@@ -100,6 +100,18 @@ pub struct CopyDesc {
     pub bytes: usize,
 }
 
+/// One copy between pinned host memory and a device, in a batch of
+/// host-to-device or device-to-host copies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostCopyDesc {
+    /// The host end: page-locked (pinned) memory.
+    pub host: *mut u8,
+    /// The device end.
+    pub device: DeviceAddr,
+    /// How many bytes.
+    pub bytes: usize,
+}
+
 /// How device memory is allocated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AllocKind {
@@ -268,6 +280,42 @@ pub trait Driver: Send + Sync + fmt::Debug {
         for copy in copies {
             // SAFETY: the caller upholds `copy_peer_async`'s contract for each copy.
             unsafe { self.copy_peer_async(copy.dst, copy.src, copy.bytes, stream)? };
+        }
+        Ok(())
+    }
+
+    /// Queues many device-to-host copies on one stream, each from `device`
+    /// into `host`. The CUDA backend uses one `cuMemcpyBatchAsync` call where
+    /// the driver has it (12.8+); the default queues them one by one.
+    ///
+    /// # Safety
+    /// As [`Driver::copy_dtoh_async`], for every copy; every host range is
+    /// pinned memory (a batch may be carried out by the copy engines alone).
+    unsafe fn copy_batch_dtoh_async(
+        &self,
+        copies: &[HostCopyDesc],
+        stream: StreamId,
+    ) -> Result<()> {
+        for copy in copies {
+            // SAFETY: the caller upholds `copy_dtoh_async`'s contract for each copy.
+            unsafe { self.copy_dtoh_async(copy.host, copy.device, copy.bytes, stream)? };
+        }
+        Ok(())
+    }
+
+    /// Queues many host-to-device copies on one stream, each from `host`
+    /// into `device`; as [`Driver::copy_batch_dtoh_async`] otherwise.
+    ///
+    /// # Safety
+    /// As [`Driver::copy_htod_async`], for every copy; every host range is pinned memory.
+    unsafe fn copy_batch_htod_async(
+        &self,
+        copies: &[HostCopyDesc],
+        stream: StreamId,
+    ) -> Result<()> {
+        for copy in copies {
+            // SAFETY: the caller upholds `copy_htod_async`'s contract for each copy.
+            unsafe { self.copy_htod_async(copy.device, copy.host, copy.bytes, stream)? };
         }
         Ok(())
     }

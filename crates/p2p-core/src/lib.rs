@@ -135,8 +135,8 @@ pub use cuda::CudaDriver;
 pub use cudarc;
 pub use device::{DeviceInfo, PeerClaim};
 pub use driver::{
-    poll_until, AllocKind, Backend, CopyDesc, DeviceAddr, Driver, EventId, MemRange, PoolId,
-    StreamId,
+    poll_until, AllocKind, Backend, CopyDesc, DeviceAddr, Driver, EventId, HostCopyDesc, MemRange,
+    PoolId, StreamId,
 };
 pub use error::{Error, InvalidDevice, Result, Side};
 pub use location::{Location, ParseLocationError};

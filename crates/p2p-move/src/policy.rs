@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::PlanError;
 
 /// The planner's knobs. `Policy::default()` is right for most machines; the
-/// defaults come from measurements on 2 x H200 (see `DESIGN.md`).
+/// defaults come from measurements on H200 machines (`BENCHMARKS.md`).
 ///
 /// Serialised with every field optional (missing ones take their default) and
 /// unknown fields refused, so a typo in a config file is an error.
@@ -54,11 +54,23 @@ pub struct Policy {
     /// says how many it asked). 0 turns via routes off like `allow_via`.
     /// Default [`Policy::DEFAULT_MAX_VIA_MIDDLES`].
     pub max_via_middles: usize,
+    /// The crossover between the two ways a small staged copy (GPU to
+    /// pinned host memory to GPU) hands its bytes from the first leg to the
+    /// second. Below it the host waits for the download and then queues the
+    /// upload ([`Layout::HostRelay`](crate::Layout::HostRelay)), which is
+    /// what sequential staging does and has the lowest latency; from it on
+    /// the legs are chained on the GPUs by events and pipelined, which
+    /// needs no host round trip and overlaps the legs. A host relay blocks
+    /// the calling thread, even of a non-blocking move, until the download
+    /// is done: 0 turns it off. A relay holds the whole copy in one pinned
+    /// buffer, so copies over `chunk_bytes` are never relayed. Default
+    /// [`Policy::DEFAULT_HOST_RELAY_BYTES`].
+    pub host_relay_bytes: usize,
 }
 
 impl Policy {
     /// 8 MiB: with 4 in flight, pipelined staging reached 52.9 GB/s of the
-    /// 55 GB/s that one PCIe Gen5 direction gives (DESIGN.md).
+    /// 55 GB/s that one PCIe Gen5 direction gives (2 x H200).
     pub const DEFAULT_CHUNK_BYTES: usize = 8 << 20;
     /// 4 chunks in flight: see [`Policy::DEFAULT_CHUNK_BYTES`].
     pub const DEFAULT_PIPELINE_DEPTH: usize = 4;
@@ -77,6 +89,11 @@ impl Policy {
     /// 2: on an 8-GPU machine, a broken pair costs at most four more probes
     /// (two legs through each of two middles) instead of twelve.
     pub const DEFAULT_MAX_VIA_MIDDLES: usize = 2;
+    /// 1 MiB: on 2 x H200, sequential staging (host waits between the legs)
+    /// beat staging chained by events at 4 KiB (16.7 against 19.0 µs),
+    /// 64 KiB (19.0 against 24.8 µs) and 1 MiB (55 against 61 µs), and
+    /// lost to the pipeline from 16 MiB on (26.8 against 36.3 GB/s).
+    pub const DEFAULT_HOST_RELAY_BYTES: usize = 1 << 20;
 
     /// The chunk size of a host route (to or from host memory) of `bytes`.
     pub fn host_chunk_bytes_for(&self, bytes: usize) -> usize {
@@ -136,6 +153,7 @@ impl Default for Policy {
             min_chunk_bytes: Self::DEFAULT_MIN_CHUNK_BYTES,
             host_chunk_bytes: Self::DEFAULT_HOST_CHUNK_BYTES,
             max_via_middles: Self::DEFAULT_MAX_VIA_MIDDLES,
+            host_relay_bytes: Self::DEFAULT_HOST_RELAY_BYTES,
         }
     }
 }

@@ -82,6 +82,7 @@ fn policy() -> impl Strategy<Value = Policy> {
         small_copy_bytes,
         min_chunk_bytes,
         0usize..=4,
+        prop_oneof![Just(0usize), 0usize..=(4 << 20), Just(usize::MAX)],
     )
         .prop_map(
             |(
@@ -92,6 +93,7 @@ fn policy() -> impl Strategy<Value = Policy> {
                 small_copy_bytes,
                 min_chunk_bytes,
                 max_via_middles,
+                host_relay_bytes,
             )| Policy {
                 chunk_bytes,
                 pipeline_depth,
@@ -103,6 +105,7 @@ fn policy() -> impl Strategy<Value = Policy> {
                 // properties expect for chunk sizes.
                 host_chunk_bytes: chunk_bytes,
                 max_via_middles,
+                host_relay_bytes,
             },
         )
 }
@@ -250,6 +253,16 @@ proptest! {
             } else {
                 case.policy.chunk_bytes_for(case.bytes)
             };
+            if plan.route == Route::Staged
+                && case.bytes < case.policy.host_relay_bytes
+                && case.bytes <= case.policy.chunk_bytes
+            {
+                // Below the crossover a staged copy is one piece the host relays.
+                prop_assert_eq!(plan.layout, Layout::HostRelay);
+                prop_assert_eq!(chunks.len(), 1);
+                return Ok(());
+            }
+            prop_assert_ne!(plan.layout, Layout::HostRelay);
             let small = case.bytes < case.policy.small_copy_bytes;
             if small && case.bytes <= chunk_bytes {
                 // A small copy that fits one chunk is one whole piece.

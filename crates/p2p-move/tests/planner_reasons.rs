@@ -177,12 +177,32 @@ fn host_reasons() {
 
 #[test]
 fn small_copies_are_not_pipelined() {
+    // Below the host-relay crossover, the host hands a staged copy over.
     let plan = plan_ok(
         gpu(0),
         gpu(1),
         4096,
         &VerdictMatrix::new(2),
         &fixed_chunks(),
+    );
+    assert_eq!(plan.layout, Layout::HostRelay);
+    assert!(
+        plan.reason().ends_with(
+            "staged through pinned host memory in one 4 KiB piece, the host handing it from one leg to the other"
+        ),
+        "{}",
+        plan.reason()
+    );
+    // Without the relay: one piece, the legs chained.
+    let plan = plan_ok(
+        gpu(0),
+        gpu(1),
+        4096,
+        &VerdictMatrix::new(2),
+        &Policy {
+            host_relay_bytes: 0,
+            ..fixed_chunks()
+        },
     );
     assert_eq!(plan.route, Route::Staged);
     assert!(

@@ -4,8 +4,8 @@
 use super::ffi::{self, CUdevice_P2PAttribute, CUresult, CUstream};
 use super::{handle_to_raw, raw_to_handle, CudaDriver};
 use crate::{
-    AllocKind, Backend, CopyDesc, DeviceAddr, DeviceInfo, Driver, Error, EventId, PeerClaim,
-    PoolId, Result, StreamId,
+    AllocKind, Backend, CopyDesc, DeviceAddr, DeviceInfo, Driver, Error, EventId, HostCopyDesc,
+    PeerClaim, PoolId, Result, StreamId,
 };
 
 impl Driver for CudaDriver {
@@ -235,22 +235,68 @@ impl Driver for CudaDriver {
             self.check_device(copy.src.device)?;
         }
         let copies: Vec<&CopyDesc> = copies.iter().filter(|copy| copy.bytes > 0).collect();
-        #[cfg(cuda_at_least_12080)]
-        if copies.len() >= 2 && stream.raw != 0 && self.has_batch_copy {
-            let _bound = self.bind(stream.device)?;
-            let mut dsts: Vec<u64> = copies.iter().map(|copy| copy.dst.addr).collect();
-            let mut srcs: Vec<u64> = copies.iter().map(|copy| copy.src.addr).collect();
-            let mut sizes: Vec<usize> = copies.iter().map(|copy| copy.bytes).collect();
-            // SAFETY: the caller's contract for every range; the symbol is
-            // there (`has_batch_copy`); the stream is not the legacy one
-            // (checked above) and its context is bound.
-            return unsafe {
-                ffi::copy::batch_async(&mut dsts, &mut srcs, &mut sizes, raw_to_handle(stream.raw))
-            };
+        let triples: Vec<(u64, u64, usize)> = copies
+            .iter()
+            .map(|copy| (copy.dst.addr, copy.src.addr, copy.bytes))
+            .collect();
+        // SAFETY: the caller's contract for every range.
+        if unsafe { self.try_batch(&triples, stream)? } {
+            return Ok(());
         }
         for copy in copies {
             // SAFETY: the caller's contract, copy by copy.
             unsafe { self.copy_peer_async(copy.dst, copy.src, copy.bytes, stream)? };
+        }
+        Ok(())
+    }
+
+    /// As `copy_batch_async`, with pinned host memory as the destinations
+    /// (a pinned pointer is a device address under unified addressing).
+    unsafe fn copy_batch_dtoh_async(
+        &self,
+        copies: &[HostCopyDesc],
+        stream: StreamId,
+    ) -> Result<()> {
+        for copy in copies {
+            self.check_device(copy.device.device)?;
+        }
+        let copies: Vec<&HostCopyDesc> = copies.iter().filter(|copy| copy.bytes > 0).collect();
+        let triples: Vec<(u64, u64, usize)> = copies
+            .iter()
+            .map(|copy| (copy.host as u64, copy.device.addr, copy.bytes))
+            .collect();
+        // SAFETY: the caller's contract for every range (the host ones pinned).
+        if unsafe { self.try_batch(&triples, stream)? } {
+            return Ok(());
+        }
+        for copy in copies {
+            // SAFETY: the caller's contract, copy by copy.
+            unsafe { self.copy_dtoh_async(copy.host, copy.device, copy.bytes, stream)? };
+        }
+        Ok(())
+    }
+
+    /// As `copy_batch_async`, with pinned host memory as the sources.
+    unsafe fn copy_batch_htod_async(
+        &self,
+        copies: &[HostCopyDesc],
+        stream: StreamId,
+    ) -> Result<()> {
+        for copy in copies {
+            self.check_device(copy.device.device)?;
+        }
+        let copies: Vec<&HostCopyDesc> = copies.iter().filter(|copy| copy.bytes > 0).collect();
+        let triples: Vec<(u64, u64, usize)> = copies
+            .iter()
+            .map(|copy| (copy.device.addr, copy.host as u64, copy.bytes))
+            .collect();
+        // SAFETY: the caller's contract for every range (the host ones pinned).
+        if unsafe { self.try_batch(&triples, stream)? } {
+            return Ok(());
+        }
+        for copy in copies {
+            // SAFETY: the caller's contract, copy by copy.
+            unsafe { self.copy_htod_async(copy.device, copy.host, copy.bytes, stream)? };
         }
         Ok(())
     }
@@ -376,6 +422,33 @@ impl CudaDriver {
             // SAFETY: as above.
             unsafe { ffi::peer::disable_access(owner_context) }
         }
+    }
+
+    /// Queues `(dst, src, bytes)` copies as one `cuMemcpyBatchAsync` and
+    /// returns `true`, where the driver has the call (12.8+), there are at
+    /// least two copies and the stream is a real one (the call rejects the
+    /// legacy default stream); else queues nothing and returns `false`.
+    ///
+    /// # Safety
+    /// Every range is live device memory, or pinned host memory, for its
+    /// bytes until the batch is done; no two copies overlap.
+    #[cfg_attr(not(cuda_at_least_12080), allow(unused_variables))]
+    unsafe fn try_batch(&self, copies: &[(u64, u64, usize)], stream: StreamId) -> Result<bool> {
+        #[cfg(cuda_at_least_12080)]
+        if copies.len() >= 2 && stream.raw != 0 && self.has_batch_copy {
+            let _bound = self.bind(stream.device)?;
+            let mut dsts: Vec<u64> = copies.iter().map(|copy| copy.0).collect();
+            let mut srcs: Vec<u64> = copies.iter().map(|copy| copy.1).collect();
+            let mut sizes: Vec<usize> = copies.iter().map(|copy| copy.2).collect();
+            // SAFETY: the caller's contract for every range; the symbol is
+            // there (`has_batch_copy`); the stream is not the legacy one
+            // (checked above) and its context is bound.
+            unsafe {
+                ffi::copy::batch_async(&mut dsts, &mut srcs, &mut sizes, raw_to_handle(stream.raw))
+            }?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// An event on `device`, with timing only when it is asked for.

@@ -37,7 +37,8 @@ pub enum CallKind {
     CreateEvent,
     /// `destroy_event`.
     DestroyEvent,
-    /// `copy_peer_async` (each copy of a batch), `copy_dtoh_async`, `copy_htod_async`.
+    /// `copy_peer_async`, `copy_dtoh_async`, `copy_htod_async`, and each batch
+    /// call (`copy_batch_async`, `copy_batch_dtoh_async`, `copy_batch_htod_async`) once.
     Copy,
     /// `memset_async`.
     Memset,

@@ -5,8 +5,8 @@ use std::time::Duration;
 use super::calls::CallKind;
 use super::{invalid_value, SimDriver};
 use crate::{
-    AllocKind, Backend, DeviceAddr, DeviceInfo, Driver, EventId, MemRange, PeerClaim, PoolId,
-    Result, StreamId,
+    AllocKind, Backend, CopyDesc, DeviceAddr, DeviceInfo, Driver, EventId, HostCopyDesc, MemRange,
+    PeerClaim, PoolId, Result, StreamId,
 };
 
 impl Driver for SimDriver {
@@ -163,6 +163,51 @@ impl Driver for SimDriver {
                 return Err(invalid_value("cuMemcpyHtoDAsync"));
             }
             m.copy_htod(dst, src as usize, bytes, stream)
+        })
+    }
+
+    /// One call for the whole batch, as `cuMemcpyBatchAsync` is: it is
+    /// counted once, and an injected failure fails it before any copy.
+    unsafe fn copy_batch_async(&self, copies: &[CopyDesc], stream: StreamId) -> Result<()> {
+        self.call(CallKind::Copy, "cuMemcpyBatchAsync", 0, |m| {
+            for copy in copies {
+                m.copy_peer(copy.dst, copy.src, copy.bytes, stream)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// One call for the whole batch, as [`SimDriver::copy_batch_async`].
+    unsafe fn copy_batch_dtoh_async(
+        &self,
+        copies: &[HostCopyDesc],
+        stream: StreamId,
+    ) -> Result<()> {
+        self.call(CallKind::Copy, "cuMemcpyBatchAsync", 0, |m| {
+            for copy in copies {
+                if copy.host.is_null() && copy.bytes > 0 {
+                    return Err(invalid_value("cuMemcpyBatchAsync"));
+                }
+                m.copy_dtoh(copy.host as usize, copy.device, copy.bytes, stream)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// One call for the whole batch, as [`SimDriver::copy_batch_async`].
+    unsafe fn copy_batch_htod_async(
+        &self,
+        copies: &[HostCopyDesc],
+        stream: StreamId,
+    ) -> Result<()> {
+        self.call(CallKind::Copy, "cuMemcpyBatchAsync", 0, |m| {
+            for copy in copies {
+                if copy.host.is_null() && copy.bytes > 0 {
+                    return Err(invalid_value("cuMemcpyBatchAsync"));
+                }
+                m.copy_htod(copy.device, copy.host as usize, copy.bytes, stream)?;
+            }
+            Ok(())
         })
     }
 

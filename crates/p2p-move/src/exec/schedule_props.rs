@@ -16,6 +16,7 @@ use super::order::Sides;
 use super::routes::{self, Endpoint};
 use super::schedule::{Buf, LaneId, Op, Region, Schedule};
 use crate::{plan, Policy, VerdictMatrix};
+use p2p_core::Location;
 
 /// Virtual ops of the caller, numbered after the schedule's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -289,9 +290,10 @@ fn case() -> impl Strategy<Value = Case> {
         0usize..20_000,
         any::<(bool, bool, bool, bool)>(),
         any::<(bool, bool)>(),
+        0usize..40_000,
     )
         .prop_map(
-            |(src, dst, bytes, pieces, depth, small, (verified, via, s, d), (sl, dl))| {
+            |(src, dst, bytes, pieces, depth, small, (verified, via, s, d), (sl, dl), relay)| {
                 let on_device = |end: Endpoint| matches!(end, Endpoint::Device(_));
                 // A dozen pieces at most: the model is cubic in the ops.
                 let chunk = bytes.div_ceil(pieces).max(1);
@@ -306,6 +308,7 @@ fn case() -> impl Strategy<Value = Case> {
                         pipeline_depth: depth,
                         small_copy_bytes: small,
                         allow_via: via,
+                        host_relay_bytes: relay,
                         ..Policy::default()
                     },
                     verified,
@@ -356,14 +359,60 @@ proptest! {
 
     #[test]
     fn batches_are_ordered(
-        items in proptest::collection::vec((0usize..3, 1usize..5000), 1..12),
+        items in proptest::collection::vec((0usize..9, 1usize..5000), 1..12),
         sides in any::<(bool, bool)>(),
     ) {
         let sides = Sides { src: sides.0, dst: sides.1, ..Sides::default() };
-        let items: Vec<_> = items.iter().enumerate().map(|(i, &(d, len))| (d, i, len)).collect();
+        let lane = |d: usize| match d % 3 {
+            0 => super::schedule::LaneKind::Outbound(d / 3),
+            _ => super::schedule::LaneKind::Inbound(d / 3),
+        };
+        let items: Vec<_> = items.iter().enumerate().map(|(i, &(d, len))| (lane(d), i, len)).collect();
         let schedule = routes::batch(&items, sides);
         prop_assert_eq!(check_conflicts(&schedule, sides, items.len()), Ok(()));
         prop_assert_eq!(check_remainders(&schedule, sides), Ok(()));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// Coalesced staging: parts of any sizes (0 included) packed into
+    /// slots of any size, relayed by the host or chained, any depth.
+    #[test]
+    fn coalesced_groups_are_ordered(
+        lens in proptest::collection::vec(0usize..3000, 1..8),
+        pieces in 1usize..10,
+        depth in 1usize..4,
+        relay in any::<bool>(),
+        via in any::<bool>(),
+        sides in any::<(bool, bool)>(),
+    ) {
+        let sides = Sides { src: sides.0, dst: sides.1, ..Sides::default() };
+        let total: usize = lens.iter().sum();
+        // A dozen slots at most: the model is cubic in the ops.
+        let slot = total.div_ceil(pieces).max(1);
+        let policy = Policy {
+            allow_peer: false,
+            chunk_bytes: slot,
+            min_chunk_bytes: slot,
+            pipeline_depth: depth,
+            small_copy_bytes: 0,
+            host_relay_bytes: if relay { usize::MAX } else { 0 },
+            ..Policy::default()
+        };
+        let verdicts = VerdictMatrix::from_fn(2, |_, _| false);
+        let plan = plan(Location::Cuda(0), Location::Cuda(1), total, &verdicts, &policy);
+        if let Ok(plan) = plan {
+            let between = if via {
+                routes::coalesced::Between::Gpu { mid: 2 }
+            } else {
+                routes::coalesced::Between::Host
+            };
+            let schedule = routes::coalesced::build(&plan, &lens, 0, 1, between, sides);
+            prop_assert_eq!(check_conflicts(&schedule, sides, lens.len()), Ok(()));
+            prop_assert_eq!(check_remainders(&schedule, sides), Ok(()));
+        }
     }
 }
 

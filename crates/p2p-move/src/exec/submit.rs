@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use p2p_core::{DeviceAddr, Driver, Error, Result, StreamId};
+use p2p_core::{CopyDesc, DeviceAddr, Driver, Error, HostCopyDesc, Result, StreamId};
 
 use super::parking::{EventPool, Fence};
 use super::raw_bytes::RawBytes;
@@ -126,19 +126,47 @@ unsafe fn run(schedule: &Schedule, bind: &Binding<'_>, op: &Op, state: &mut Stat
         }
         Op::CopyBatch { lane, copies } => {
             let stream = stream(bind, lane.0)?;
-            let mut descs = Vec::with_capacity(copies.len());
+            let mut peer = Vec::new();
+            let mut down = Vec::new();
+            let mut up = Vec::new();
             for (dst, src) in copies {
                 match (resolve(bind, *dst)?, resolve(bind, *src)?) {
-                    (RawBytes::Device(d), RawBytes::Device(s)) => descs.push(p2p_core::CopyDesc {
+                    (RawBytes::Device(d), RawBytes::Device(s)) => peer.push(CopyDesc {
                         dst: d,
                         src: s,
                         bytes: dst.len,
                     }),
-                    _ => return Err(unbound("a batch copy off the devices")),
+                    (RawBytes::Host { ptr, pinned: true }, RawBytes::Device(s)) => {
+                        down.push(HostCopyDesc {
+                            host: ptr,
+                            device: s,
+                            bytes: dst.len,
+                        })
+                    }
+                    (RawBytes::Device(d), RawBytes::Host { ptr, pinned: true }) => {
+                        up.push(HostCopyDesc {
+                            host: ptr,
+                            device: d,
+                            bytes: dst.len,
+                        })
+                    }
+                    _ => return Err(unbound("a batch copy with pageable or host-only ends")),
                 }
             }
-            // SAFETY: forwarded caller contract for every copy.
-            unsafe { driver.copy_batch_async(&descs, stream) }
+            // SAFETY: forwarded caller contract for every copy (the host
+            // ends are pinned, as matched above).
+            unsafe {
+                if !peer.is_empty() {
+                    driver.copy_batch_async(&peer, stream)?;
+                }
+                if !down.is_empty() {
+                    driver.copy_batch_dtoh_async(&down, stream)?;
+                }
+                if !up.is_empty() {
+                    driver.copy_batch_htod_async(&up, stream)?;
+                }
+            }
+            Ok(())
         }
         Op::Record { lane, fence } => {
             let stream = stream(bind, lane.0)?;

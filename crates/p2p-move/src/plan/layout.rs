@@ -21,17 +21,22 @@ impl Chunk {
 
 /// How the bytes of a move are cut and how many pieces are in flight.
 ///
-/// Serialised internally tagged as `layout`: `empty`, `whole`, `pipelined`
-/// (with `chunk_bytes` and `depth`).
+/// Serialised internally tagged as `layout`: `empty`, `whole`,
+/// `host-relay`, `pipelined` (with `chunk_bytes` and `depth`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "layout", rename_all = "kebab-case")]
 pub enum Layout {
     /// Nothing to copy: a no-op, or zero bytes.
     Empty,
     /// All the bytes in one piece, with no pipeline: a direct peer copy,
-    /// or a small copy on a chunked route (two plain copies through one
-    /// buffer beat chaining streams by events).
+    /// or a small copy on a chunked route (through one buffer, the legs
+    /// chained on the GPUs).
     Whole,
+    /// All the bytes in one piece through one buffer, the host handing over
+    /// between the legs: it waits for the first and then queues the second.
+    /// For staged copies below [`Policy::host_relay_bytes`](crate::Policy::host_relay_bytes),
+    /// where a host round trip costs less than chaining two GPUs' streams.
+    HostRelay,
     /// Pieces of `chunk_bytes` (the last one shorter), `depth` in flight
     /// (1 = one at a time). An executor needs `min(depth, chunks)` buffers.
     Pipelined {
@@ -48,7 +53,7 @@ impl Layout {
     pub fn chunks(&self, bytes: usize) -> Chunks {
         let (piece, bytes) = match *self {
             Layout::Empty => (1, 0),
-            Layout::Whole => (bytes.max(1), bytes),
+            Layout::Whole | Layout::HostRelay => (bytes.max(1), bytes),
             Layout::Pipelined { chunk_bytes, .. } => (chunk_bytes.max(1), bytes),
         };
         Chunks {
@@ -62,7 +67,7 @@ impl Layout {
     pub fn chunk_count(&self, bytes: usize) -> usize {
         match *self {
             Layout::Empty => 0,
-            Layout::Whole => usize::from(bytes > 0),
+            Layout::Whole | Layout::HostRelay => usize::from(bytes > 0),
             Layout::Pipelined { chunk_bytes, .. } => bytes.div_ceil(chunk_bytes.max(1)),
         }
     }
@@ -75,11 +80,11 @@ impl Layout {
         }
     }
 
-    /// How many pieces may be in flight (1 for a whole copy, 0 for none).
+    /// How many pieces may be in flight (1 for a whole copy or a host relay, 0 for none).
     pub fn depth(&self) -> usize {
         match *self {
             Layout::Empty => 0,
-            Layout::Whole => 1,
+            Layout::Whole | Layout::HostRelay => 1,
             Layout::Pipelined { depth, .. } => depth,
         }
     }

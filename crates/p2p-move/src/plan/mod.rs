@@ -125,7 +125,7 @@ impl Plan {
     pub fn max_chunk_len(&self) -> usize {
         match self.layout {
             Layout::Empty => 0,
-            Layout::Whole => self.bytes,
+            Layout::Whole | Layout::HostRelay => self.bytes,
             Layout::Pipelined { chunk_bytes, .. } => chunk_bytes.min(self.bytes),
         }
     }
@@ -157,6 +157,11 @@ impl fmt::Display for Plan {
                 format_size(self.bytes)
             ),
             Layout::Whole => Ok(()),
+            Layout::HostRelay => write!(
+                f,
+                " in one {} piece, the host handing it from one leg to the other",
+                format_size(self.bytes)
+            ),
             Layout::Pipelined { chunk_bytes, depth } => {
                 if self.chunk_count() == 1 {
                     write!(f, " in one {} chunk", format_size(self.bytes))
@@ -231,6 +236,18 @@ pub fn plan(
             });
         }
         let small = bytes < policy.small_copy_bytes;
+        // A relay holds the whole copy in one pinned buffer: at most a chunk.
+        if route == Route::Staged && bytes < policy.host_relay_bytes && bytes <= policy.chunk_bytes
+        {
+            return Ok(Plan {
+                src,
+                dst,
+                bytes,
+                route,
+                layout: Layout::HostRelay,
+                why,
+            });
+        }
         match (small, chunks) {
             (true, 1) => Layout::Whole,
             (true, _) => Layout::Pipelined {

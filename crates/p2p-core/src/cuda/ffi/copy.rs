@@ -112,7 +112,7 @@ pub(in crate::cuda) const BATCH_SYMBOL: Option<&std::ffi::CStr> = Some(c"cuMemcp
 /// The driver exports [`BATCH_SYMBOL`]; `stream` is a live stream of the
 /// current context and not the legacy null stream (which the call rejects);
 /// the three slices have one entry per copy; every range is live device
-/// memory until the batch is done; no two copies overlap in a way that makes
+/// memory (or pinned host memory) until the batch is done; no two copies overlap in a way that makes
 /// their order matter.
 #[cfg(cuda_at_least_12080)]
 pub(in crate::cuda) unsafe fn batch_async(

@@ -2,6 +2,7 @@
 //! [`Schedule`], without touching a device. The planner chose the route and
 //! the layout; a builder only lays them out as operations.
 
+pub(crate) mod coalesced;
 mod host;
 mod peer;
 mod staged;

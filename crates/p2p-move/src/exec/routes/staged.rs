@@ -1,6 +1,7 @@
 //! Device to device through pinned host memory: device-to-host on the
 //! source's outbound lane, host-to-device on the destination's inbound lane,
-//! slots reused round-robin once their upload is fenced.
+//! handed over by the host (a host relay) or chained by events, slots reused
+//! round-robin once their upload is fenced.
 
 use super::super::order::{finish, Sides, Start};
 use super::super::schedule::{Buf, Builder, FenceId, LaneKind, Region, Schedule};
@@ -12,9 +13,10 @@ pub(crate) fn build(plan: &Plan, src: usize, dst: usize, sides: Sides) -> Schedu
     let inb = b.lane(LaneKind::Inbound(dst));
     Start::begin(&mut b, sides, &[out, inb]);
     let depth = plan.buffers().max(1);
-    if plan.layout == Layout::Whole {
+    if plan.layout == Layout::HostRelay {
         // A small copy is latency-bound: the host waits for the download and
-        // queues the upload, which beats chaining the lanes by a stream wait.
+        // queues the upload, which beats chaining the lanes by a stream wait
+        // (the planner's crossover, `Policy::host_relay_bytes`).
         let len = plan.bytes;
         b.copy(
             out,
