@@ -82,6 +82,15 @@ fn one_gpu_runs_in_loopback_mode_and_skips_what_needs_a_second() {
         rows_with(&results, "ExLlamaV2 fallback per tensor").len(),
         1
     );
+    // The crossover at each extreme, at the sizes up to the largest buffer.
+    for extreme in ["host_relay_bytes = 0", "host_relay_bytes = MAX"] {
+        let rows = rows_with(&results, extreme);
+        assert_eq!(rows.len(), 3, "{extreme}: {rows:#?}");
+        assert!(rows.iter().all(|r| r.contains("sequential staging")));
+    }
+    let crossover = table(md, "Staged crossover: host relay or event chaining");
+    assert_eq!(crossover.len(), 2 + 3, "{crossover:#?}");
+    assert!(crossover[2].starts_with("| 4 KiB | loopback (1 GPU as 2) |"));
     // Non-blocking and batched copies on the one GPU, none across a pair.
     assert_eq!(
         rows_with(&results, "non-blocking 4 KiB, same device cuda:0").len(),
@@ -104,6 +113,8 @@ fn one_gpu_runs_in_loopback_mode_and_skips_what_needs_a_second() {
         "ok      staged (pinned pipeline)",
         "ok      baseline: sequential staging",
         "ok      baseline: ExLlamaV2 fallback, raw",
+        "ok      staged, event chaining forced (host_relay_bytes = 0)",
+        "ok      staged, host relay forced (host_relay_bytes = MAX)",
         "ok      batch, peer broken: copy_batch of 256",
         "ok      non-blocking 4 KiB, same device cuda:0",
         "ok      batch, same device cuda:0: copy_batch of 256",

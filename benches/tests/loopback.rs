@@ -39,7 +39,7 @@ fn chunked_policy() -> Policy {
     }
 }
 
-fn mover(driver: &Arc<dyn Driver>, policy: Policy) -> Mover {
+fn new_mover(driver: &Arc<dyn Driver>, policy: Policy) -> Mover {
     let table = Arc::new(PeerTable::new(driver.clone(), Config::default()));
     Mover::new(table, policy).unwrap()
 }
@@ -131,7 +131,7 @@ fn the_pair_is_not_claimed_and_moves_stage() {
     ));
     loopback.disable_peer_access(1, 0).unwrap();
 
-    let mover = mover(&loopback, Policy::default());
+    let mover = new_mover(&loopback, Policy::default());
     let verdict = mover.table().verdict(0, 1).unwrap();
     assert_eq!(verdict.reason, Reason::NotClaimed);
     assert!(!verdict.claimed);
@@ -149,7 +149,7 @@ fn the_pair_is_not_claimed_and_moves_stage() {
 #[test]
 fn a_staged_move_delivers_the_right_bytes_both_ways() {
     let (sim, loopback) = one_gpu_as_two();
-    let mover = mover(&loopback, chunked_policy());
+    let mover = new_mover(&loopback, chunked_policy());
     // Odd, several chunks: a pipeline that ends on a partial chunk.
     let len = (300 << 10) + 7;
     for (from, to, seed) in [(0, 1, 1), (1, 0, 2)] {
@@ -174,12 +174,30 @@ fn a_staged_move_delivers_the_right_bytes_both_ways() {
 #[test]
 fn batches_ordered_moves_and_host_routes_deliver_the_right_bytes() {
     let (sim, loopback) = one_gpu_as_two();
-    let mover = mover(&loopback, chunked_policy());
+    let mover = new_mover(&loopback, chunked_policy());
     let len = 20 << 10;
     let srcs: Vec<DeviceBuffer> = (0..8).map(|i| filled(&loopback, 0, len, 10 + i)).collect();
     let mut dsts: Vec<DeviceBuffer> = (0..8).map(|_| poisoned(&loopback, 1, len)).collect();
     let plans = mover.copy_batch(srcs.iter().zip(dsts.iter_mut())).unwrap();
     assert!(plans.iter().all(|plan| plan.route == Route::Staged));
+    for (i, dst) in dsts.iter().enumerate() {
+        assert_holds(&loopback, dst, &pattern::pattern(len, 10 + i as u64));
+    }
+
+    // The staged parts of a batch are coalesced into batched host copies,
+    // which reach the simulator as batch calls (one `Copy` each), not one
+    // call per part.
+    // With the default chunks all eight parts share one pinned slot.
+    let default_mover = new_mover(&loopback, Policy::default());
+    let copies = sim.call_counts().of(CallKind::Copy);
+    default_mover
+        .copy_batch(srcs.iter().zip(dsts.iter_mut()))
+        .unwrap();
+    let batch_copies = sim.call_counts().of(CallKind::Copy) - copies;
+    assert!(
+        batch_copies < srcs.len() as u64,
+        "{batch_copies} copy calls"
+    );
     for (i, dst) in dsts.iter().enumerate() {
         assert_holds(&loopback, dst, &pattern::pattern(len, 10 + i as u64));
     }
@@ -228,7 +246,7 @@ fn a_raw_copy_between_the_views_is_a_copy_on_the_one_gpu() {
 #[test]
 fn a_failing_copy_is_a_typed_error_and_leaves_nothing_running() {
     let (sim, loopback) = one_gpu_as_two();
-    let mover = mover(&loopback, chunked_policy());
+    let mover = new_mover(&loopback, chunked_policy());
     let len = 300 << 10;
     let src = filled(&loopback, 0, len, 7);
     let mut dst = poisoned(&loopback, 1, len);

@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use p2p_core::{
-    AllocKind, Backend, CopyDesc, DeviceAddr, DeviceInfo, Driver, Error, EventId, MemRange,
-    PeerClaim, PoolId, Result, StreamId,
+    AllocKind, Backend, CopyDesc, DeviceAddr, DeviceInfo, Driver, Error, EventId, HostCopyDesc,
+    MemRange, PeerClaim, PoolId, Result, StreamId,
 };
 
 /// The words every output of a loopback run carries.
@@ -87,6 +87,19 @@ impl Loopback {
             device: self.down(event.device)?,
             raw: event.raw,
         })
+    }
+
+    /// Batched host copies under their physical ordinals.
+    fn host_copies(&self, copies: &[HostCopyDesc]) -> Result<Vec<HostCopyDesc>> {
+        copies
+            .iter()
+            .map(|copy| {
+                Ok(HostCopyDesc {
+                    device: self.addr(copy.device)?,
+                    ..*copy
+                })
+            })
+            .collect()
     }
 
     /// A pool of the physical device, as the pool of view `device`.
@@ -271,6 +284,26 @@ impl Driver for Loopback {
         let stream = self.stream(stream)?;
         // SAFETY: the caller's contract, for every copy under its physical ordinals.
         unsafe { self.inner.copy_batch_async(&copies, stream) }
+    }
+
+    unsafe fn copy_batch_dtoh_async(
+        &self,
+        copies: &[HostCopyDesc],
+        stream: StreamId,
+    ) -> Result<()> {
+        let (copies, stream) = (self.host_copies(copies)?, self.stream(stream)?);
+        // SAFETY: the caller's contract, for every copy under its physical ordinal.
+        unsafe { self.inner.copy_batch_dtoh_async(&copies, stream) }
+    }
+
+    unsafe fn copy_batch_htod_async(
+        &self,
+        copies: &[HostCopyDesc],
+        stream: StreamId,
+    ) -> Result<()> {
+        let (copies, stream) = (self.host_copies(copies)?, self.stream(stream)?);
+        // SAFETY: the caller's contract, for every copy under its physical ordinal.
+        unsafe { self.inner.copy_batch_htod_async(&copies, stream) }
     }
 
     unsafe fn copy_dtoh_async(

@@ -14,6 +14,7 @@
 
 mod batch;
 mod batch_buffers;
+mod crossover;
 mod latency;
 mod loopback;
 mod machine;
@@ -104,6 +105,21 @@ struct BatchOption {
     checked: Option<bool>,
 }
 
+/// One size of the staged crossover: the policy's two extremes, the default
+/// policy and the raw baseline.
+#[derive(Clone, Copy, Debug)]
+struct Crossover {
+    size: usize,
+    /// `host_relay_bytes = 0`: the legs chained by events.
+    chained: Duration,
+    /// `host_relay_bytes = usize::MAX`: the host relays every move.
+    relayed: Duration,
+    default: Duration,
+    /// The default policy's crossover.
+    default_relay_bytes: usize,
+    sequential: Duration,
+}
+
 /// What one case measured: our figure, compared in one row per baseline
 /// ([`Bench::push_rows`]).
 struct Measured {
@@ -182,6 +198,7 @@ struct Bench {
     rows: Vec<Row>,
     baselines: BTreeMap<usize, Baselines>,
     batch_options: Vec<BatchOption>,
+    crossovers: Vec<Crossover>,
     checks: Vec<Check>,
     notes: Vec<String>,
     errors: Vec<String>,
@@ -219,6 +236,7 @@ impl Bench {
             rows: Vec::new(),
             baselines: BTreeMap::new(),
             batch_options: Vec::new(),
+            crossovers: Vec::new(),
             checks: Vec::new(),
             notes: Vec::new(),
             errors: Vec::new(),
@@ -321,6 +339,9 @@ impl Bench {
             }
         }
         self.section("staged", |b| b.staged(staged));
+        self.section("staged crossover: host relay or event chaining", |b| {
+            b.crossover(staged)
+        });
         self.section("pageable host to device", |b| b.pageable(main));
         self.section("via", |b| b.via(via, staged));
         self.section("batch, peer copy broken", |b| b.staged_batch(staged));

@@ -17,6 +17,7 @@ impl Bench {
         let results = Table::of_rows(&self.rows, &machine);
         let baselines = self.baselines_table();
         let options = self.batch_options_table();
+        let crossover = self.crossover_table();
         println!("\n== {}", self.mode.description());
         println!("\n== results (ratio = our speed / the baseline's; above 1 we are faster)\n");
         print!("{}", results.to_text());
@@ -26,12 +27,16 @@ impl Bench {
             println!("\n== {BATCH_OPTIONS_TITLE}\n");
             print!("{}", options.to_text());
         }
+        if !crossover.rows.is_empty() {
+            println!("\n== {CROSSOVER_TITLE}\n");
+            print!("{}", crossover.to_text());
+        }
         println!("\n== correctness");
         for check in &self.checks {
             println!("{}", check.line());
         }
 
-        let markdown = self.markdown(&results, &baselines, &options);
+        let markdown = self.markdown(&results, &baselines, &options, &crossover);
         let failed_checks = self.checks.iter().filter(|c| !c.passed()).count();
         let unmet = self
             .rows
@@ -135,7 +140,54 @@ impl Bench {
         table
     }
 
-    fn markdown(&self, results: &Table, baselines: &Table, options: &Table) -> String {
+    /// The staged crossover: each extreme of `host_relay_bytes` by size.
+    fn crossover_table(&self) -> Table {
+        let default_relay = self.crossovers.first().map_or(0, |c| c.default_relay_bytes);
+        let mut table = Table::new(&[
+            "size",
+            "machine",
+            "event chaining (host_relay_bytes = 0)",
+            "host relay (host_relay_bytes = MAX)",
+            &format!(
+                "default policy (host_relay_bytes = {})",
+                format_size(default_relay)
+            ),
+            "sequential staging, raw",
+            "faster extreme",
+        ]);
+        for c in &self.crossovers {
+            let faster = if c.relayed <= c.chained {
+                format!(
+                    "host relay, by {:.2}×",
+                    c.chained.as_secs_f64() / c.relayed.as_secs_f64().max(1e-12)
+                )
+            } else {
+                format!(
+                    "event chaining, by {:.2}×",
+                    c.relayed.as_secs_f64() / c.chained.as_secs_f64().max(1e-12)
+                )
+            };
+            let show = |time| report::figure(Show::for_size(c.size), c.size, time);
+            table.push(vec![
+                format_size(c.size),
+                self.mode.label(),
+                show(c.chained),
+                show(c.relayed),
+                show(c.default),
+                show(c.sequential),
+                faster,
+            ]);
+        }
+        table
+    }
+
+    fn markdown(
+        &self,
+        results: &Table,
+        baselines: &Table,
+        options: &Table,
+        crossover: &Table,
+    ) -> String {
         let reps_small = self.reps(SMALLEST);
         let reps_large = self.reps(LARGE_COPY_BYTES);
         let mut out = String::from("# GPU benchmark: p2p-move against raw driver calls\n\n");
@@ -172,6 +224,14 @@ impl Bench {
                 format_size(BATCH_ITEM_BYTES)
             );
         }
+        if !crossover.rows.is_empty() {
+            out += &format!("\n## {CROSSOVER_TITLE}\n\n");
+            out += &crossover.to_markdown();
+            out += "\nStaged moves with the policy's crossover between host relay (the host \
+                    waits for the download, then queues the upload) and event chaining (the \
+                    legs chained on the GPUs, pipelined) forced to each extreme: the \
+                    crossover is the size from which event chaining is the faster one.\n";
+        }
         out += "\n## Correctness\n\n";
         for check in &self.checks {
             out += &format!("- `{}`\n", check.line());
@@ -189,6 +249,8 @@ impl Bench {
     }
 }
 
+/// The title of the staged crossover table.
+const CROSSOVER_TITLE: &str = "Staged crossover: host relay or event chaining";
 /// The title of the table of batched-copy options.
 const BATCH_OPTIONS_TITLE: &str = "Batched device-to-device copies: every option";
 
