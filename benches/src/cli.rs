@@ -20,6 +20,9 @@ pub struct Options {
     pub max_bytes: usize,
     /// Fewer reps: a smoke test, not figures to publish.
     pub quick: bool,
+    /// Show cuda:0 as two devices even where there are two GPUs (one GPU
+    /// is always shown so).
+    pub loopback: bool,
 }
 
 impl Default for Options {
@@ -27,6 +30,7 @@ impl Default for Options {
         Options {
             max_bytes: SIZES[SIZES.len() - 1],
             quick: false,
+            loopback: false,
         }
     }
 }
@@ -44,17 +48,21 @@ pub fn usage() -> String {
     format!(
         "gpu-bench: p2p-move's routes against raw CUDA driver baselines, on GPUs 0 and 1 (and 2 for `via`)
 
-USAGE: gpu-bench [--max-bytes SIZE] [--quick]
+USAGE: gpu-bench [--max-bytes SIZE] [--quick] [--loopback]
 
   --max-bytes SIZE   skip sizes above SIZE (e.g. `64MiB`); sizes: {}
   --quick            fewer reps (a smoke test, not figures to publish)
+  --loopback         {}: GPU 0 shown as cuda:0 and cuda:1, so the routes
+                     through host memory run on it (the mode on a one-GPU machine;
+                     rows that need a second GPU are skipped, saying so)
   -h, --help         this text
 
 Writes the table as markdown to $OUT/bench-gpu.md if OUT is set, else target/bench-gpu.md.
 Exit status: 0 when every correctness check passed (speed targets do not count),
-1 when a check or a driver call failed, 2 when there is no CUDA driver, fewer than 2 GPUs,
-or the arguments are wrong.",
-        sizes.join(", ")
+1 when a check or a driver call failed, 2 when there is no CUDA driver or the arguments
+are wrong.",
+        sizes.join(", "),
+        crate::gpu::LOOPBACK_LABEL
     )
 }
 
@@ -86,6 +94,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         match flag.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "--quick" if inline.is_none() => options.quick = true,
+            "--loopback" if inline.is_none() => options.loopback = true,
             "--max-bytes" => {
                 let value = inline
                     .or_else(|| args.next())
@@ -120,6 +129,11 @@ mod tests {
         };
         assert_eq!(options.sizes(), SIZES.to_vec());
         assert!(!options.quick);
+        assert!(!options.loopback);
+        let Ok(Command::Run(options)) = parse_strs(&["--loopback"]) else {
+            panic!()
+        };
+        assert!(options.loopback);
     }
 
     #[test]
@@ -147,6 +161,7 @@ mod tests {
             .unwrap_err()
             .contains("below"));
         assert!(parse_strs(&["--fast"]).unwrap_err().contains("--fast"));
+        assert!(parse_strs(&["--loopback=yes"]).is_err());
         assert_eq!(parse_strs(&["--help"]), Ok(Command::Help));
     }
 }

@@ -4,7 +4,8 @@
 //! These are what a careful user of the driver API would write by hand, and
 //! what the project's first measurements used: `cuMemcpyPeerAsync` on a
 //! stream of the source device, pinned `cuMemcpyDtoHAsync`/`cuMemcpyHtoDAsync`,
-//! and staging as a sequence of the two through one pinned buffer.
+//! staging as a sequence of the two through one pinned buffer, and the
+//! same through pageable memory (ExLlamaV2's fallback).
 //!
 //! Every function checks that the ranges fit their buffers and panics if not:
 //! a wrong length here is a bug in the benchmark, not something a machine does.
@@ -63,9 +64,41 @@ pub fn batch_copy(
         })
         .collect();
     // SAFETY: every buffer is borrowed (destinations exclusively) until the
-    // synchronize below, and each copy fits its destination (checked above).
-    unsafe { driver.copy_batch_async(&copies, stream.id())? };
-    stream.synchronize()
+    // synchronize below, which runs whether or not the call failed (one
+    // that fails part-way may have queued some copies); each copy fits its
+    // destination (checked above).
+    let queued = unsafe { driver.copy_batch_async(&copies, stream.id()) };
+    let synced = stream.synchronize();
+    queued.and(synced)
+}
+
+/// `srcs[i] -> dsts[i]` as one `copy_peer_async` each (`cuMemcpyAsync`
+/// between two buffers of one device), all on `stream`, then one
+/// synchronize: separate copies without a host wait between them.
+pub fn peer_copies_one_sync(
+    driver: &dyn Driver,
+    dsts: &mut [DeviceBuffer],
+    srcs: &[DeviceBuffer],
+    stream: &Stream,
+) -> Result<()> {
+    assert_eq!(
+        dsts.len(),
+        srcs.len(),
+        "separate copies: as many destinations as sources"
+    );
+    let mut queued = Ok(());
+    for (dst, src) in dsts.iter_mut().zip(srcs) {
+        check_fits("separate copy destination", src.len(), dst.len());
+        // SAFETY: both buffers are borrowed (the destination exclusively)
+        // until the synchronize below, which runs even when a later copy
+        // fails to queue; the copy fits its destination (checked above).
+        queued = unsafe { driver.copy_peer_async(dst.ptr(), src.ptr(), src.len(), stream.id()) };
+        if queued.is_err() {
+            break;
+        }
+    }
+    let synced = stream.synchronize();
+    queued.and(synced)
 }
 
 /// Pinned device-to-host copy of the first `len` bytes, then a synchronize.
@@ -113,6 +146,32 @@ pub fn sequential_staging(
 ) -> Result<()> {
     download(driver, pinned, src, len, src_stream)?;
     upload(driver, dst, pinned, len, dst_stream)
+}
+
+/// ExLlamaV2's fallback when peer copy is broken (`tensor.to("cpu").to(dst)`)
+/// done with raw calls: the whole range down into *pageable* host memory,
+/// synchronize, then up from it, synchronize. The driver stages pageable
+/// copies through its own pinned buffers, so each leg costs a CPU copy too.
+pub fn pageable_round_trip(
+    driver: &dyn Driver,
+    dst: &mut DeviceBuffer,
+    src: &DeviceBuffer,
+    host: &mut [u8],
+    len: usize,
+    src_stream: &Stream,
+    dst_stream: &Stream,
+) -> Result<()> {
+    check_fits("pageable round trip source", len, src.len());
+    check_fits("pageable round trip host memory", len, host.len());
+    check_fits("pageable round trip destination", len, dst.len());
+    // SAFETY: `host` is exclusively borrowed and `src` live, both of at
+    // least `len` bytes, until the synchronize below.
+    unsafe { driver.copy_dtoh_async(host.as_mut_ptr(), src.ptr(), len, src_stream.id())? };
+    src_stream.synchronize()?;
+    // SAFETY: `host` is borrowed and `dst` exclusively borrowed, both of at
+    // least `len` bytes, until the synchronize below.
+    unsafe { driver.copy_htod_async(dst.ptr(), host.as_ptr(), len, dst_stream.id())? };
+    dst_stream.synchronize()
 }
 
 /// Fills the whole buffer with `value` and waits: poisons a destination

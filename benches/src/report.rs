@@ -121,12 +121,21 @@ impl Row {
     }
 
     /// The route the row measures, from its label: `peer`, `staged`,
-    /// `host-to-device`, `via cuda:2` (batches are peer copies).
+    /// `host-to-device`, `via cuda:2`, `same device` (a copy between two
+    /// buffers of one GPU); batches and non-blocking rows are peer copies
+    /// unless their label says `peer broken` or `same device`.
     pub fn route_name(&self) -> String {
         let label = self.route.as_str();
-        if label.starts_with("via ") {
+        if label.contains("same device") {
+            "same device".into()
+        } else if label.contains("peer broken") {
+            "staged".into()
+        } else if label.starts_with("via ") {
             label.split(" (").next().unwrap_or(label).to_string()
-        } else if label.starts_with("peer") || label.starts_with("batch") {
+        } else if label.starts_with("peer")
+            || label.starts_with("batch")
+            || label.starts_with("non-blocking")
+        {
             "peer".into()
         } else if label.starts_with("staged") {
             "staged".into()
@@ -139,10 +148,11 @@ impl Row {
         }
     }
 
-    fn cells(&self) -> Vec<String> {
+    fn cells(&self, machine: &str) -> Vec<String> {
         vec![
             self.route.clone(),
             self.size.clone(),
+            machine.to_string(),
             self.route_name(),
             figure(self.show, self.bytes, self.ours),
             figure(self.show, self.bytes, self.baseline),
@@ -175,10 +185,12 @@ pub fn format_time(time: Duration) -> String {
 }
 
 /// Column headers of the results table: the comparison columns of a
-/// benchmark result file (`case` is the row's label, `met` its outcome).
-pub const ROW_HEADERS: [&str; 9] = [
+/// benchmark result file (`case` is the row's label, `machine` the mode the
+/// run was in, `met` its outcome).
+pub const ROW_HEADERS: [&str; 10] = [
     "case",
     "size",
+    "machine",
     "route",
     "ours",
     "baseline",
@@ -203,10 +215,11 @@ impl Table {
         }
     }
 
-    /// The results table of `rows`.
-    pub fn of_rows(rows: &[Row]) -> Table {
+    /// The results table of `rows`, measured on `machine` (`2 GPUs`,
+    /// `loopback (1 GPU as 2)`), which every row states.
+    pub fn of_rows(rows: &[Row], machine: &str) -> Table {
         let mut table = Table::new(&ROW_HEADERS);
-        table.rows = rows.iter().map(Row::cells).collect();
+        table.rows = rows.iter().map(|row| row.cells(machine)).collect();
         table
     }
 
@@ -353,6 +366,19 @@ mod tests {
         assert_eq!(named("host to device (pageable Vec)"), "host-to-device");
         assert_eq!(named("via cuda:2"), "via cuda:2");
         assert_eq!(named("via cuda:2 (scratch)"), "via cuda:2");
+        assert_eq!(named("batch, peer broken: copy_batch of 256"), "staged");
+        assert_eq!(
+            named("batch, same device cuda:0: copy_batch"),
+            "same device"
+        );
+        assert_eq!(
+            named("non-blocking 4 KiB, peer cuda:0 -> cuda:1: copy_async"),
+            "peer"
+        );
+        assert_eq!(
+            named("non-blocking 4 KiB, same device cuda:0: copy_async"),
+            "same device"
+        );
     }
 
     #[test]
@@ -373,16 +399,19 @@ mod tests {
 
     #[test]
     fn tables_render_for_terminals_and_markdown() {
-        let table = Table::of_rows(&[row(10, 9, Some(Target::time_within(1.3, "raw")))]);
+        let table = Table::of_rows(
+            &[row(10, 9, Some(Target::time_within(1.3, "raw")))],
+            "2 GPUs",
+        );
         let text = table.to_text();
         assert!(text.lines().count() == 3 && text.contains("met"), "{text}");
         let markdown = table.to_markdown();
         assert!(
-            markdown.starts_with("| case | size | route |"),
+            markdown.starts_with("| case | size | machine | route |"),
             "{markdown}"
         );
         assert!(
-            markdown.contains("| peer | 4 KiB | peer | 10.0 µs | 9.0 µs | raw | 0.90 |"),
+            markdown.contains("| peer | 4 KiB | 2 GPUs | peer | 10.0 µs | 9.0 µs | raw | 0.90 |"),
             "{markdown}"
         );
     }

@@ -165,6 +165,7 @@ fn render_run_script(benches: &[String], commit: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::util::prepend_path_var;
 
     #[test]
     fn run_script_names_the_benches_and_the_commit() {
@@ -178,5 +179,76 @@ mod tests {
         );
         assert!(render_run_script(&["a b".into()], "x").is_err());
         assert!(render_run_script(&[], "x;rm").is_err());
+    }
+
+    /// Writes an executable shell script.
+    fn script(path: &Path, body: &str) {
+        fs::write(path, format!("#!/usr/bin/env bash\n{body}\n")).unwrap();
+        make_executable(path).unwrap();
+    }
+
+    /// Runs the rendered script in a bundle of stand-ins on a "machine" of
+    /// one GPU (a fake `nvidia-smi` first on `PATH`), with `gpu-bench`
+    /// exiting `gpu_bench_exit`; returns the exit status, the output and run-info.tsv.
+    fn run_on_one_gpu(name: &str, gpu_bench_exit: u8) -> (bool, String, String) {
+        let dir = std::env::temp_dir().join(format!("xtask-{name}-{}", std::process::id()));
+        let (bin, fake_path, results) = (dir.join("bin"), dir.join("path"), dir.join("results"));
+        for folder in [&bin, &fake_path, &results] {
+            fs::create_dir_all(folder).unwrap();
+        }
+        script(
+            &fake_path.join("nvidia-smi"),
+            r#"case "$*" in
+  *name*) echo "NVIDIA H200" ;;
+  *driver_version*) echo "580.159.04" ;;
+  -L) echo "GPU 0: NVIDIA H200 (UUID: GPU-0)" ;;
+  *) echo "topology" ;;
+esac"#,
+        );
+        script(&bin.join("p2p"), "echo '{}'");
+        script(
+            &bin.join("gpu-bench"),
+            &format!("echo '## Results' > \"$OUT/bench-gpu.md\"\nexit {gpu_bench_exit}"),
+        );
+        script(
+            &bin.join("tch-bench"),
+            "echo 'tch-bench needs two CUDA GPUs; PyTorch sees 1.' >&2\nexit 2",
+        );
+        script(&bin.join("xtask"), "echo \"==> result file $3/r.tsv\"");
+        let run = dir.join("run");
+        let text = render_run_script(&["gpu-bench".into(), "tch-bench".into()], "abc1234").unwrap();
+        fs::write(&run, text).unwrap();
+        make_executable(&run).unwrap();
+        let output = std::process::Command::new(&run)
+            .env("PATH", prepend_path_var("PATH", &fake_path).unwrap())
+            .env("OUT", &results)
+            .output()
+            .unwrap();
+        let info = fs::read_to_string(results.join("run-info.tsv")).unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        fs::remove_dir_all(&dir).unwrap();
+        (output.status.success(), stdout, info)
+    }
+
+    #[test]
+    fn a_bench_that_cannot_run_here_is_skipped_and_noted() {
+        let (passed, stdout, info) = run_on_one_gpu("skip", 0);
+        assert!(passed, "{stdout}");
+        assert!(stdout.contains("ok    gpu-bench"), "{stdout}");
+        assert!(stdout.contains("skip  tch-bench"), "{stdout}");
+        assert!(stdout.contains("result file"), "{stdout}");
+        assert!(info.contains("kind\tnvidia-h200-x1\n"), "{info}");
+        assert!(
+            info.contains("note\ttch-bench did not run on this machine (exit 2): tch-bench needs two CUDA GPUs; PyTorch sees 1.\n"),
+            "{info}"
+        );
+        assert!(info.contains("loopback: one GPU seen as two"), "{info}");
+    }
+
+    #[test]
+    fn a_bench_that_fails_fails_the_run() {
+        let (passed, stdout, _) = run_on_one_gpu("fail", 1);
+        assert!(!passed, "{stdout}");
+        assert!(stdout.contains("FAIL  gpu-bench"), "{stdout}");
     }
 }

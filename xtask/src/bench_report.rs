@@ -217,9 +217,15 @@ mod tests {
             "kind\tnvidia-h200-x2\ncard\tNVIDIA H200\ngpus\t2\ndriver\t580.159.04\ndate\t2026-12-02\ncommit\tabc1234\n",
         )
         .unwrap();
+        // As gpu-bench writes it in loopback mode: the text above the first
+        // table is dropped, the paragraph after the results is their note.
         fs::write(
             dir.join("bench-gpu.md"),
-            "## Results\n\n| case | size | route | ours | baseline | baseline is | ratio | target | met |\n|---|---|---|---|---|---|---|---|---|\n| peer | 4 KiB | peer | 7 µs | 7 µs | raw | 1.00 | — | — |\n",
+            "# GPU benchmark\n\nMachine: loopback: one GPU seen as two.\n\n## Results\n\n\
+             | case | size | machine | route | ours | baseline | baseline is | ratio | target | met |\n\
+             |---|---|---|---|---|---|---|---|---|---|\n\
+             | staged | 4 KiB | loopback (1 GPU as 2) | staged | 9 µs | 12 µs | ExLlamaV2 fallback, raw | 1.33 | ≥ 1.5× ExLlamaV2 | NOT MET |\n\n\
+             Machine: loopback: one GPU seen as two (rows say `loopback (1 GPU as 2)`).\n",
         )
         .unwrap();
         fs::write(dir.join(RUN_JSON), "{}").unwrap();
@@ -234,13 +240,22 @@ mod tests {
         let file = ResultFile::parse(&read_to_string(&path).unwrap(), "collected").unwrap();
         assert_eq!(file.tables.len(), 1);
         assert_eq!(file.tables[0].title, "gpu-bench: Results");
+        assert_eq!(file.tables[0].targets(), (0, 1));
         assert!(file.notes.iter().any(|n| n.contains("tch-bench wrote no")));
         let report = render(&[("r.tsv".into(), file)]);
         assert!(
             report.contains("## nvidia-h200-x2 (NVIDIA H200)"),
             "{report}"
         );
-        assert!(report.contains("| peer | 4 KiB | peer |"), "{report}");
+        assert!(
+            report.contains("| staged | 4 KiB | loopback (1 GPU as 2) | staged |"),
+            "{report}"
+        );
+        assert!(
+            report.contains("\nMachine: loopback: one GPU seen as two (rows say"),
+            "{report}"
+        );
+        assert!(report.contains("Targets: 0 met, 1 not met."), "{report}");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -15,14 +15,16 @@
 //! note     a markdown paragraph      repeatable; before the first table: about the run,
 //!                                    after a table: about that table
 //! table    a table's title
-//! columns  case  size  route  ours  baseline  baseline is  ratio  target  met
+//! columns  case  size  machine  route  ours  baseline  baseline is  ratio  target  met
 //! row      one cell per column
 //! ```
 //!
 //! Comparison tables use the columns above: our
 //! figure against a baseline measured in the same run, the ratio, the
-//! target and whether it was met. Other tables (raw baselines, matrices)
-//! have columns of their own. Cells never hold tabs or line breaks.
+//! target and whether it was met; `machine` says how the run used the GPUs
+//! (`2 GPUs`, or `loopback (1 GPU as 2)` where one GPU was seen as two;
+//! files from before it have no such column). Other tables (raw baselines,
+//! matrices) have columns of their own. Cells never hold tabs or line breaks.
 
 use std::fmt::Write as _;
 
@@ -322,9 +324,10 @@ mod tests {
     use super::*;
 
     /// The columns of a comparison table, as gpu-bench writes them.
-    const COMPARISON_COLUMNS: [&str; 9] = [
+    const COMPARISON_COLUMNS: [&str; 10] = [
         "case",
         "size",
+        "machine",
         "route",
         "ours",
         "baseline",
@@ -351,6 +354,7 @@ mod tests {
                     [
                         "peer",
                         "4 KiB",
+                        "2 GPUs",
                         "peer",
                         "7.7 µs",
                         "7.0 µs",
@@ -364,6 +368,7 @@ mod tests {
                     [
                         "staged",
                         "64 MiB",
+                        "loopback (1 GPU as 2)",
                         "staged",
                         "46 GB/s",
                         "54 GB/s",

@@ -15,6 +15,10 @@
 #                       matrices as data): commit both under benchmarks/results/,
 #                       then `cargo xtask bench --report` regenerates BENCHMARKS.md
 # Knobs: P2P_BENCH_ARGS adds arguments to `p2p bench` (e.g. "--iterations 10").
+# On a one-GPU machine gpu-bench runs in loopback mode (the GPU seen as two:
+# the routes through host memory run for real, rows that need a second GPU are
+# skipped); a benchmark that exits 2 cannot run on this machine at all (tch-bench
+# needs two GPUs): it is skipped, not failed, and the result file says so.
 # Exits non-zero if anything failed (a wrong byte anywhere fails the run).
 set -uo pipefail # no -e: a failure is recorded and the next benchmark still runs
 
@@ -66,16 +70,28 @@ if ! "$BIN/p2p" probe --require-gpu 2>&1 | tee -a "$RESULTS/machine.txt"; then
 fi
 "$BIN/p2p" probe --json --require-gpu >"$RESULTS/probe.json" 2>>"$RESULTS/machine.txt" || failed=1
 
-# run NAME COMMAND...: the command's output goes to bench.log; a failure shows its tail.
+if ((gpus == 1)); then
+    printf 'note\t%s\n' "One GPU: gpu-bench ran in loopback mode (loopback: one GPU seen as two); its rows say so in their machine column." >>"$RESULTS/run-info.tsv"
+fi
+
+# run NAME COMMAND...: the command's output goes to bench.log; a failure shows
+# its tail; exit status 2 (cannot run on this machine) is a skip, noted in run-info.tsv.
 run() {
-    local name=$1 start rc
+    local name=$1 start rc first_line why
     shift
     start=$(date +%s)
     printf '\n===== %s: %s\n' "$name" "$*" >>"$RESULTS/bench.log"
+    first_line=$(($(wc -l <"$RESULTS/bench.log") + 1))
     if "$@" >>"$RESULTS/bench.log" 2>&1; then
         printf 'ok    %s  (%ss)\n' "$name" "$(($(date +%s) - start))"
     else
         rc=$?
+        if ((rc == 2)); then
+            why="$(tail -n +"$first_line" "$RESULTS/bench.log" | grep -v '^[[:space:]]*$' | tail -n 1 | tr '\t' ' ')"
+            printf 'skip  %s  (cannot run on this machine: %s)\n' "$name" "$why"
+            printf 'note\t%s did not run on this machine (exit 2): %s\n' "$name" "$why" >>"$RESULTS/run-info.tsv"
+            return
+        fi
         failed=1
         printf 'FAIL  %s  (exit %s, %ss)\n' "$name" "$rc" "$(($(date +%s) - start))"
         tail -n 40 "$RESULTS/bench.log" | sed 's/^/    | /'

@@ -13,6 +13,8 @@
 #   summary.txt   the table printed last
 # Knobs: TEST_ARGS adds arguments for every test binary (e.g. TEST_ARGS=--include-ignored);
 # KEEP_GOING=1 runs the tests even when `p2p probe --require-gpu` fails.
+# A benchmark that exits 2 cannot run on this machine (tch-bench on one GPU; gpu-bench
+# runs there in loopback mode): it is listed as `skip`, not failed.
 # Exits non-zero if anything failed.
 set -uo pipefail # no -e: a failure is recorded and the next binary still runs
 
@@ -48,13 +50,20 @@ record() {
     names+=("$1")
     statuses+=("$2")
     seconds+=("$(awk -v a="$3" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')")
-    [[ "$2" == ok ]] || failed=1
+    [[ "$2" == ok || "$2" == skip ]] || failed=1
     printf '%-4s  %s  (%ss)\n' "$2" "$1" "${seconds[-1]}"
 }
 
-# run_logged NAME LOG COMMAND...: appends the command's output to LOG; on failure shows its tail.
+# run_logged [--skip-on-2] NAME LOG COMMAND...: appends the command's output to
+# LOG; on failure shows its tail. With --skip-on-2, exit status 2 (a benchmark
+# that cannot run on this machine, e.g. tch-bench on one GPU) is a skip, not a failure.
 run_logged() {
-    local name=$1 log=$2 start first_line rc
+    local skip_on_2=0 name log start first_line rc
+    if [[ "$1" == --skip-on-2 ]]; then
+        skip_on_2=1
+        shift
+    fi
+    name=$1 log=$2
     shift 2
     start=$(now)
     printf '\n===== %s: %s\n' "$name" "$*" >>"$log"
@@ -64,6 +73,11 @@ run_logged() {
     else
         rc=$?
         printf '===== %s: exit status %s\n' "$name" "$rc" >>"$log"
+        if ((skip_on_2 && rc == 2)); then
+            record "$name" skip "$start"
+            tail -n +"$first_line" "$log" | grep -v '^=====' | tail -n 1 | sed 's/^/    | /'
+            return
+        fi
         record "$name" FAIL "$start"
         tail -n +"$first_line" "$log" | tail -n 40 | sed 's/^/    | /'
     fi
@@ -103,7 +117,7 @@ if ((probe_ok)) || [[ "${KEEP_GOING:-0}" == 1 ]]; then
     # Benchmarks write their markdown tables (bench-gpu.md, bench-tch.md) to $OUT.
     export OUT="$RESULTS"
     for bench in "${BENCHES[@]}"; do
-        run_logged "$bench" "$RESULTS/bench.log" "$BIN/$bench"
+        run_logged --skip-on-2 "$bench" "$RESULTS/bench.log" "$BIN/$bench"
     done
 
     cli_help="$("$BIN/p2p" --help 2>&1 || true)"

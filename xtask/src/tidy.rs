@@ -40,8 +40,14 @@ const UNSAFE_ALLOWED_IN: &[&str] = &[
     // `p2p bench`: raw peer copies timed on their own stream, and poisoning destinations.
     "crates/p2p-cli/src/bench/raw.rs",
     // Benchmarks of the unsafe raw APIs against the safe ones.
+    "benches/src/gpu/latency.rs",
     "benches/src/gpu/peer.rs",
     "benches/src/raw_baselines.rs",
+    // The driver's batched copy with each of its options (its own FFI, as the bench measures it).
+    "benches/src/raw_batch.rs",
+    // One GPU shown as two devices: a `Driver` forwarding every unsafe call.
+    "benches/src/gpu/loopback.rs",
+    "benches/tests/",
     "benches/src/raw_ranges.rs",
     // The simulated moves whose driver calls are counted (`copy_async`, buffers as move sides).
     "benches/src/sim_moves.rs",

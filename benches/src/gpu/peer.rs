@@ -5,7 +5,8 @@ use p2p_core::AllocKind;
 use p2p_move::{format_size, Mover, StreamOrder};
 
 use super::{
-    check_copy, check_len, move_prefix, peer_target, Bench, BenchResult, PoolPair, DST, SRC,
+    check_copy, check_len, move_prefix, peer_target, Bench, BenchResult, Measured, PoolPair, DST,
+    SRC,
 };
 use crate::raw_baselines as raw;
 use crate::raw_ranges::{DeviceRange, DeviceRangeMut};
@@ -155,20 +156,14 @@ impl Bench {
                     None,
                 ),
             ];
-            for (baseline, name, target) in baselines {
-                let Some(baseline) = baseline else { continue };
-                self.push_row(Row {
-                    route: label.into(),
-                    size: format_size(size),
-                    bytes: size,
-                    ours,
-                    baseline,
-                    baseline_name: name.into(),
-                    show: Show::for_size(size),
-                    target,
-                    correct,
-                });
-            }
+            self.push_rows(
+                &Measured::sized(label, size, ours, correct),
+                baselines
+                    .into_iter()
+                    .filter_map(|(baseline, name, target)| {
+                        Some((baseline?, name.to_string(), target))
+                    }),
+            );
         }
         Ok(())
     }
