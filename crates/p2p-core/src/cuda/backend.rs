@@ -257,23 +257,8 @@ impl Driver for CudaDriver {
         copies: &[HostCopyDesc],
         stream: StreamId,
     ) -> Result<()> {
-        for copy in copies {
-            self.check_device(copy.device.device)?;
-        }
-        let copies: Vec<&HostCopyDesc> = copies.iter().filter(|copy| copy.bytes > 0).collect();
-        let triples: Vec<(u64, u64, usize)> = copies
-            .iter()
-            .map(|copy| (copy.host as u64, copy.device.addr, copy.bytes))
-            .collect();
-        // SAFETY: the caller's contract for every range (the host ones pinned).
-        if unsafe { self.try_batch(&triples, stream)? } {
-            return Ok(());
-        }
-        for copy in copies {
-            // SAFETY: the caller's contract, copy by copy.
-            unsafe { self.copy_dtoh_async(copy.host, copy.device, copy.bytes, stream)? };
-        }
-        Ok(())
+        // SAFETY: forwarded caller contract.
+        unsafe { self.host_batch(copies, stream, HostEnd::Destination) }
     }
 
     /// As `copy_batch_async`, with pinned host memory as the sources.
@@ -282,23 +267,8 @@ impl Driver for CudaDriver {
         copies: &[HostCopyDesc],
         stream: StreamId,
     ) -> Result<()> {
-        for copy in copies {
-            self.check_device(copy.device.device)?;
-        }
-        let copies: Vec<&HostCopyDesc> = copies.iter().filter(|copy| copy.bytes > 0).collect();
-        let triples: Vec<(u64, u64, usize)> = copies
-            .iter()
-            .map(|copy| (copy.device.addr, copy.host as u64, copy.bytes))
-            .collect();
-        // SAFETY: the caller's contract for every range (the host ones pinned).
-        if unsafe { self.try_batch(&triples, stream)? } {
-            return Ok(());
-        }
-        for copy in copies {
-            // SAFETY: the caller's contract, copy by copy.
-            unsafe { self.copy_htod_async(copy.device, copy.host, copy.bytes, stream)? };
-        }
-        Ok(())
+        // SAFETY: forwarded caller contract.
+        unsafe { self.host_batch(copies, stream, HostEnd::Source) }
     }
 
     unsafe fn copy_dtoh_async(
@@ -404,6 +374,13 @@ impl Driver for CudaDriver {
     }
 }
 
+/// Which end of a batch's copies is pinned host memory.
+#[derive(Clone, Copy)]
+enum HostEnd {
+    Source,
+    Destination,
+}
+
 impl CudaDriver {
     /// `cuCtxEnablePeerAccess` (`enable`) or `cuCtxDisablePeerAccess` in
     /// `accessor`'s context for `owner`'s memory; nothing for a device and itself.
@@ -422,6 +399,49 @@ impl CudaDriver {
             // SAFETY: as above.
             unsafe { ffi::peer::disable_access(owner_context) }
         }
+    }
+
+    /// A batch between pinned host memory and devices, `host` being which
+    /// end of every copy: one batch call where the driver has it, else one
+    /// copy per call. 0-byte copies are dropped.
+    ///
+    /// # Safety
+    /// As `Driver::copy_batch_dtoh_async` / `copy_batch_htod_async`.
+    unsafe fn host_batch(
+        &self,
+        copies: &[HostCopyDesc],
+        stream: StreamId,
+        host: HostEnd,
+    ) -> Result<()> {
+        for copy in copies {
+            self.check_device(copy.device.device)?;
+        }
+        let copies: Vec<&HostCopyDesc> = copies.iter().filter(|copy| copy.bytes > 0).collect();
+        let triples: Vec<(u64, u64, usize)> = copies
+            .iter()
+            .map(|copy| match host {
+                HostEnd::Destination => (copy.host as u64, copy.device.addr, copy.bytes),
+                HostEnd::Source => (copy.device.addr, copy.host as u64, copy.bytes),
+            })
+            .collect();
+        // SAFETY: the caller's contract for every range (the host ones pinned).
+        if unsafe { self.try_batch(&triples, stream)? } {
+            return Ok(());
+        }
+        for copy in copies {
+            // SAFETY: the caller's contract, copy by copy.
+            unsafe {
+                match host {
+                    HostEnd::Destination => {
+                        self.copy_dtoh_async(copy.host, copy.device, copy.bytes, stream)?
+                    }
+                    HostEnd::Source => {
+                        self.copy_htod_async(copy.device, copy.host, copy.bytes, stream)?
+                    }
+                }
+            };
+        }
+        Ok(())
     }
 
     /// Queues `(dst, src, bytes)` copies as one `cuMemcpyBatchAsync` and

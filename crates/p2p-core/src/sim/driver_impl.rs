@@ -184,10 +184,7 @@ impl Driver for SimDriver {
         stream: StreamId,
     ) -> Result<()> {
         self.call(CallKind::Copy, "cuMemcpyBatchAsync", 0, |m| {
-            for copy in copies {
-                if copy.host.is_null() && copy.bytes > 0 {
-                    return Err(invalid_value("cuMemcpyBatchAsync"));
-                }
+            for copy in checked_host_batch(copies)? {
                 m.copy_dtoh(copy.host as usize, copy.device, copy.bytes, stream)?;
             }
             Ok(())
@@ -201,10 +198,7 @@ impl Driver for SimDriver {
         stream: StreamId,
     ) -> Result<()> {
         self.call(CallKind::Copy, "cuMemcpyBatchAsync", 0, |m| {
-            for copy in copies {
-                if copy.host.is_null() && copy.bytes > 0 {
-                    return Err(invalid_value("cuMemcpyBatchAsync"));
-                }
+            for copy in checked_host_batch(copies)? {
                 m.copy_htod(copy.device, copy.host as usize, copy.bytes, stream)?;
             }
             Ok(())
@@ -272,4 +266,16 @@ impl Driver for SimDriver {
             m.wait_stream(stream, deadline)
         })
     }
+}
+
+/// The copies of a host batch, refused (before any is queued) if one names
+/// no host memory.
+fn checked_host_batch(copies: &[HostCopyDesc]) -> Result<&[HostCopyDesc]> {
+    if copies
+        .iter()
+        .any(|copy| copy.host.is_null() && copy.bytes > 0)
+    {
+        return Err(invalid_value("cuMemcpyBatchAsync"));
+    }
+    Ok(copies)
 }
